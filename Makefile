@@ -1,0 +1,40 @@
+# make test  — install what the tests need, then go vet and the whole suite under -race.
+# make demo  — a real migration between a local PostgreSQL 13 and 17 that it starts itself.
+# make bench — the benchmarks under bench/, against the tools people use today.
+#
+# PGLEAP_TEST_SOURCE / PGLEAP_TEST_TARGET choose the pair of majors the suite runs against.
+
+SOURCE_MAJOR := $(or $(PGLEAP_TEST_SOURCE),13)
+TARGET_MAJOR := $(or $(PGLEAP_TEST_TARGET),17)
+export PGLEAP_TEST_SOURCE := $(SOURCE_MAJOR)
+export PGLEAP_TEST_TARGET := $(TARGET_MAJOR)
+
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+GO_LDFLAGS := -X main.version=$(VERSION)
+TEST_TIMEOUT ?= 20m
+
+.PHONY: build deps test demo demo-stop bench clean
+
+build:
+	go build -ldflags '$(GO_LDFLAGS)' -o bin/pgleap ./cmd/pgleap
+
+deps:
+	scripts/install-postgres.sh $(sort $(SOURCE_MAJOR) $(TARGET_MAJOR))
+	go mod download
+
+test: deps
+	go vet ./...
+	go test -race -timeout $(TEST_TIMEOUT) ./...
+
+demo: build
+	scripts/install-postgres.sh 13 17
+	scripts/demo.sh
+
+demo-stop:
+	scripts/demo.sh stop
+
+bench: build deps
+	scripts/bench.sh
+
+clean: demo-stop
+	rm -rf bin .demo

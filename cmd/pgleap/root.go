@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgleap/pgleap/internal/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=..."; otherwise the module's
+// build information supplies it.
+var version = ""
+
+// Exit codes, the same for every command.
+const (
+	exitOK        = 0 // success
+	exitAnswerNo  = 1 // ran, and the answer is no: blockers found, data differs
+	exitCannotRun = 2 // bad flags, unreachable server, anything that stopped the command
+)
+
+// answerNoError is returned by a command that ran to the end with a negative answer, after
+// it has printed its results.
+type answerNoError struct{ summary string }
+
+func (e *answerNoError) Error() string { return e.summary }
+
+// usageError is a mistake in the command line itself.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() + ": see pgleap --help" }
+func (e *usageError) Unwrap() error { return e.err }
+
+// cli holds what every command shares: the resolved connection settings, the output mode
+// and where output goes.
+type cli struct {
+	configPath string
+	flags      config.Config
+	json       bool
+	logLevel   string
+
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	logger         *slog.Logger
+}
+
+// connections resolves --source/--target, then the environment, then --config, and checks
+// that every side the command needs has a connection string.
+func (c *cli) connections(sides ...string) (config.Config, error) {
+	var file config.Config
+	if c.configPath != "" {
+		var err error
+		if file, err = config.Load(c.configPath); err != nil {
+			return config.Config{}, &usageError{err}
+		}
+	}
+	resolved := config.Resolve(c.flags, file, c.getenv)
+	if err := resolved.Require(sides...); err != nil {
+		return config.Config{}, &usageError{err}
+	}
+	return resolved, nil
+}
+
+func newRootCommand(c *cli) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "pgleap",
+		Short: "Upgrade PostgreSQL to a newer major version with seconds of write downtime",
+		Long: `pgleap upgrades a PostgreSQL database to a newer major version with seconds of write
+downtime. It copies the schema and the data into a new server, keeps the new server in
+sync with logical replication while the old one stays in production, proves the two
+identical, then switches over, and can switch back.
+
+Connections: --source and --target take libpq keyword/value strings
+('host=db1 dbname=shop user=migrator') or postgres:// URLs. Without them pgleap reads
+PGLEAP_SOURCE and PGLEAP_TARGET, then the keys source: and target: of the --config file.
+The usual PG* environment variables (PGPASSWORD, PGSSLMODE, ...) fill in what is left out.
+
+Exit status: 0 success, 1 ran and the answer is no (blockers found, data differs),
+2 could not run (bad flags, unreachable server).`,
+		Version:       buildVersion(),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+				return &usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)}
+			}
+			c.logger = slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
+			return nil
+		},
+	}
+	root.SetOut(c.stdout)
+	root.SetErr(c.stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	flags := root.PersistentFlags()
+	flags.StringVar(&c.flags.Source, "source", "", "source server: libpq connection string or postgres:// URL (env "+config.SourceEnv+")")
+	flags.StringVar(&c.flags.Target, "target", "", "target server: libpq connection string or postgres:// URL (env "+config.TargetEnv+")")
+	flags.StringVar(&c.configPath, "config", "", "read source:, target: and other settings from this pgleap.yaml")
+	flags.BoolVar(&c.json, "json", false, "print results as JSON")
+	flags.StringVar(&c.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
+	for _, add := range commands {
+		root.AddCommand(add(c))
+	}
+	return root
+}
+
+// commands lists the subcommands; each file that defines one registers it here from init,
+// so that only commands that exist are offered.
+var commands []func(*cli) *cobra.Command
+
+// run executes one pgleap command line and returns its exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	c := &cli{stdout: stdout, stderr: stderr, getenv: getenv}
+	root := newRootCommand(c)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	// One line, no stack trace: the message names the object and what to do.
+	fmt.Fprintln(stderr, "pgleap: "+strings.TrimSpace(strings.ReplaceAll(err.Error(), "\n", " ")))
+	var no *answerNoError
+	if errors.As(err, &no) {
+		return exitAnswerNo
+	}
+	if isUnknownCommand(err) {
+		fmt.Fprintln(stderr, "see pgleap --help for the commands")
+	}
+	return exitCannotRun
+}
+
+func isUnknownCommand(err error) bool {
+	return strings.HasPrefix(err.Error(), "unknown command")
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := info.Main.Version
+	for _, setting := range info.Settings {
+		if setting.Key == "vcs.revision" && len(setting.Value) >= 12 {
+			v += " (" + setting.Value[:12] + ")"
+		}
+	}
+	return v
+}

@@ -1,0 +1,82 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is what pgleap.yaml holds and what the flags and environment override.
+type Config struct {
+	Source string `yaml:"source"`
+	Target string `yaml:"target"`
+}
+
+// Environment variables that stand in for --source and --target.
+const (
+	SourceEnv = "PGLEAP_SOURCE"
+	TargetEnv = "PGLEAP_TARGET"
+)
+
+// ErrNoConnection is returned by Require when a side has no connection string at all.
+var ErrNoConnection = errors.New("no connection string")
+
+// Load reads a pgleap.yaml file. Unknown keys are an error: a misspelt key silently ignored
+// would run a migration against the wrong server.
+func Load(path string) (Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config %q: %w", path, err)
+	}
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, fmt.Errorf("parse config %q: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Resolve fills each key from the first place that sets it: the flag value, then the
+// environment, then the file.
+func Resolve(flags, file Config, getenv func(string) string) Config {
+	return Config{
+		Source: firstSet(flags.Source, getenv(SourceEnv), file.Source),
+		Target: firstSet(flags.Target, getenv(TargetEnv), file.Target),
+	}
+}
+
+// Require returns an error naming every listed side that has no connection string.
+func (c Config) Require(sides ...string) error {
+	for _, side := range sides {
+		value := c.Source
+		if side == "target" {
+			value = c.Target
+		}
+		if value == "" {
+			return fmt.Errorf("%w for the %s: pass --%s, set %s or put %q in pgleap.yaml",
+				ErrNoConnection, side, side, envFor(side), side+":")
+		}
+	}
+	return nil
+}
+
+func envFor(side string) string {
+	if side == "target" {
+		return TargetEnv
+	}
+	return SourceEnv
+}
+
+func firstSet(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

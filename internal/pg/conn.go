@@ -1,0 +1,100 @@
+package pg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Side says which of the two servers of a migration a connection belongs to.
+type Side string
+
+const (
+	Source Side = "source"
+	Target Side = "target"
+)
+
+// SessionSettings are the startup parameters every pgleap connection carries. With these, the
+// text form of every value reads back as the same value on a server of another major.
+var SessionSettings = map[string]string{
+	"TimeZone":           "UTC",
+	"DateStyle":          "ISO",
+	"IntervalStyle":      "postgres",
+	"extra_float_digits": "3",
+	"bytea_output":       "hex",
+}
+
+const applicationName = "pgleap"
+
+// ConnectError is a connection to a side that could not be opened.
+type ConnectError struct {
+	Side    Side
+	Address string // host:port, or the socket directory and port
+	Err     error  // usually a *pgconn.ConnectError, possibly wrapping a *pgconn.PgError
+}
+
+func (e *ConnectError) Error() string {
+	cause := e.Err.Error()
+	var connectErr *pgconn.ConnectError
+	if errors.As(e.Err, &connectErr) && connectErr.Unwrap() != nil {
+		// pgconn's own prefix repeats user and database; the per-address causes say more.
+		cause = connectErr.Unwrap().Error()
+	}
+	cause = strings.Join(strings.Fields(strings.ReplaceAll(cause, "\n", "; ")), " ")
+	return fmt.Sprintf("connect to %s at %s: %s: check that the server is running and that --%s is right",
+		e.Side, e.Address, cause, e.Side)
+}
+
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// ParseConfig reads a libpq connection string (keyword/value or URL; the PG* environment
+// variables fill what it leaves out) and adds pgleap's session settings.
+func ParseConfig(side Side, connString string) (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(connString)
+	if err != nil {
+		// pgconn.ParseConfigError already hides the password.
+		return nil, fmt.Errorf("parse %s connection string: %w: fix --%s", side, err, side)
+	}
+	for name, value := range SessionSettings {
+		cfg.RuntimeParams[name] = value
+	}
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = applicationName
+	}
+	return cfg, nil
+}
+
+// Connect opens one connection to side.
+func Connect(ctx context.Context, side Side, connString string) (*pgx.Conn, error) {
+	cfg, err := ParseConfig(side, connString)
+	if err != nil {
+		return nil, err
+	}
+	return ConnectConfig(ctx, side, cfg)
+}
+
+// ConnectConfig opens one connection from a config made by ParseConfig.
+func ConnectConfig(ctx context.Context, side Side, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("connect to %s at %s: %w", side, address(cfg), ctx.Err())
+		}
+		return nil, &ConnectError{Side: side, Address: address(cfg), Err: err}
+	}
+	return conn, nil
+}
+
+func address(cfg *pgx.ConnConfig) string {
+	port := strconv.Itoa(int(cfg.Port))
+	if strings.HasPrefix(cfg.Host, "/") {
+		return fmt.Sprintf("socket %s port %s", cfg.Host, port)
+	}
+	return net.JoinHostPort(cfg.Host, port)
+}

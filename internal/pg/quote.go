@@ -1,0 +1,14 @@
+package pg
+
+import "github.com/jackc/pgx/v5"
+
+// QuoteIdent quotes one identifier for SQL text: "Orders", "select", "a""b".
+func QuoteIdent(name string) string {
+	return pgx.Identifier{name}.Sanitize()
+}
+
+// QualifiedName quotes a schema-qualified name: "public"."orders". It is also how pgleap
+// names objects in messages, so that a user can paste the name back into SQL.
+func QualifiedName(schema, name string) string {
+	return pgx.Identifier{schema, name}.Sanitize()
+}

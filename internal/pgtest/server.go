@@ -1,0 +1,313 @@
+package pgtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Server is one running PostgreSQL server that pgtest started.
+type Server struct {
+	Major   int
+	Port    int
+	Dir     string // holds data/, socket/ and server.log; removed by Stop
+	BinDir  string
+	OSUser  string // the OS user the server runs as
+	process *exec.Cmd
+	exited  chan error
+}
+
+// Options adjust a server before it starts.
+type Options struct {
+	// Settings are extra postgresql.conf settings; they override pgtest's defaults.
+	Settings map[string]string
+	// Durable keeps fsync, full_page_writes and synchronous_commit on, as benchmarks need.
+	Durable bool
+}
+
+// DataDir is the server's data directory.
+func (s *Server) DataDir() string { return filepath.Join(s.Dir, "data") }
+
+// SocketDir is the directory holding the server's unix socket.
+func (s *Server) SocketDir() string { return filepath.Join(s.Dir, "socket") }
+
+// LogFile is where the server writes its log.
+func (s *Server) LogFile() string { return filepath.Join(s.Dir, "server.log") }
+
+// ConnString is a keyword/value connection string for database db as the superuser.
+func (s *Server) ConnString(db string) string {
+	return fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=%s sslmode=disable", s.Port, db)
+}
+
+// URL is the same connection as a postgres:// URL.
+func (s *Server) URL(db string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.Port, db)
+}
+
+// BinDir returns the directory holding the server binaries of major, or an error that says
+// how to install them.
+func BinDir(major int) (string, error) {
+	cache := os.Getenv("PGLEAP_PG_CACHE")
+	if cache == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("find the PostgreSQL cache: %w: set PGLEAP_PG_CACHE", err)
+		}
+		cache = filepath.Join(home, ".cache", "pgleap", "pg")
+	}
+	dir := filepath.Join(cache, strconv.Itoa(major), "bin")
+	if _, err := os.Stat(filepath.Join(dir, "postgres")); err != nil {
+		return "", fmt.Errorf("PostgreSQL %d is not installed in %s: run scripts/install-postgres.sh %d", major, dir, major)
+	}
+	return dir, nil
+}
+
+const startAttempts = 5 // another process may take the free port before the server binds it
+
+// Launch starts a server of major and waits until it accepts connections. The caller stops
+// it with Stop; tests use Start or Shared instead.
+func Launch(ctx context.Context, major int, opts Options) (*Server, error) {
+	binDir, err := BinDir(major)
+	if err != nil {
+		return nil, err
+	}
+	runAs, err := serverUser()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", fmt.Sprintf("pgleap-pg%d-", major))
+	if err != nil {
+		return nil, fmt.Errorf("create server directory: %w", err)
+	}
+	s := &Server{Major: major, Dir: dir, BinDir: binDir}
+	if runAs != nil {
+		s.OSUser = runAs.Username
+	} else if current, err := user.Current(); err == nil {
+		s.OSUser = current.Username
+	}
+	if err := s.initdb(ctx, runAs); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	for attempt := 1; ; attempt++ {
+		err = s.start(ctx, runAs, opts)
+		if err == nil {
+			return s, nil
+		}
+		if !errors.Is(err, errPortTaken) || attempt == startAttempts {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
+}
+
+func (s *Server) initdb(ctx context.Context, runAs *osUser) error {
+	if err := os.Chmod(s.Dir, 0o755); err != nil {
+		return fmt.Errorf("open server directory %s: %w", s.Dir, err)
+	}
+	for _, sub := range []string{s.DataDir(), s.SocketDir()} {
+		if err := os.Mkdir(sub, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", sub, err)
+		}
+	}
+	if err := os.WriteFile(s.LogFile(), nil, 0o600); err != nil {
+		return fmt.Errorf("create %s: %w", s.LogFile(), err)
+	}
+	if runAs != nil {
+		for _, path := range []string{s.DataDir(), s.SocketDir(), s.LogFile()} {
+			if err := os.Chown(path, runAs.uid, runAs.gid); err != nil {
+				return fmt.Errorf("hand %s to OS user %s: %w", path, runAs.Username, err)
+			}
+		}
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(s.BinDir, "initdb"),
+		"--no-sync", "--pgdata", s.DataDir(), "--username", "postgres", "--auth", "trust",
+		"--encoding", "UTF8", "--locale", "C")
+	cmd.SysProcAttr = runAs.sysProcAttr()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("initdb PostgreSQL %d in %s: %w\n%s", s.Major, s.DataDir(), err, out)
+	}
+	return nil
+}
+
+var errPortTaken = errors.New("port taken")
+
+func (s *Server) start(ctx context.Context, runAs *osUser, opts Options) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	s.Port = port
+	settings := map[string]string{
+		"port":                    strconv.Itoa(port),
+		"listen_addresses":        "127.0.0.1",
+		"unix_socket_directories": s.SocketDir(),
+		"wal_level":               "logical",
+		"max_replication_slots":   "20",
+		"max_wal_senders":         "20",
+		"max_connections":         "100",
+		"fsync":                   "off",
+		"full_page_writes":        "off",
+		"synchronous_commit":      "off",
+		"log_min_messages":        "warning",
+		"log_line_prefix":         "%m [%p] %q%u@%d ",
+	}
+	if opts.Durable {
+		for _, name := range []string{"fsync", "full_page_writes", "synchronous_commit"} {
+			delete(settings, name)
+		}
+	}
+	for name, value := range opts.Settings {
+		settings[name] = value
+	}
+	args := []string{"-D", s.DataDir()}
+	for name, value := range settings {
+		args = append(args, "-c", name+"="+value)
+	}
+	logFile, err := os.OpenFile(s.LogFile(), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return fmt.Errorf("open server log: %w", err)
+	}
+	defer logFile.Close() // the child holds its own descriptor
+	logStart, _ := logFile.Seek(0, 2)
+
+	cmd := exec.Command(filepath.Join(s.BinDir, "postgres"), args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = runAs.sysProcAttr()
+	// SIGQUIT is an immediate shutdown: a test binary killed mid-run leaves no server behind.
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start PostgreSQL %d: %w", s.Major, err)
+	}
+	s.process = cmd
+	s.exited = make(chan error, 1)
+	go func() { s.exited <- cmd.Wait() }()
+
+	if err := s.waitReady(ctx); err != nil {
+		s.kill()
+		logText := s.logSince(logStart)
+		if strings.Contains(logText, "could not bind") || strings.Contains(logText, "could not create any TCP/IP sockets") {
+			return fmt.Errorf("%w: %d", errPortTaken, port)
+		}
+		return fmt.Errorf("start PostgreSQL %d on port %d: %w\nserver log:\n%s", s.Major, port, err, logText)
+	}
+	return nil
+}
+
+func (s *Server) waitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		conn, err := pgx.Connect(ctx, s.ConnString("postgres"))
+		if err == nil {
+			return conn.Close(ctx)
+		}
+		select {
+		case exitErr := <-s.exited:
+			s.exited <- exitErr // Stop reads it again
+			return fmt.Errorf("server exited: %v", exitErr)
+		case <-ctx.Done():
+			return fmt.Errorf("server did not accept connections: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Server) logSince(offset int64) string {
+	raw, err := os.ReadFile(s.LogFile())
+	if err != nil || offset > int64(len(raw)) {
+		return ""
+	}
+	return string(raw[offset:])
+}
+
+// Stop shuts the server down (fast shutdown, then SIGKILL after 10 seconds) and removes its
+// directory.
+func (s *Server) Stop() error {
+	var err error
+	if s.process != nil {
+		_ = s.process.Process.Signal(syscall.SIGINT)
+		select {
+		case <-s.exited:
+		case <-time.After(10 * time.Second):
+			s.kill()
+			err = fmt.Errorf("PostgreSQL %d on port %d did not shut down in 10s and was killed", s.Major, s.Port)
+		}
+		s.process = nil
+	}
+	if rmErr := os.RemoveAll(s.Dir); rmErr != nil && err == nil {
+		err = fmt.Errorf("remove %s: %w", s.Dir, rmErr)
+	}
+	return err
+}
+
+func (s *Server) kill() {
+	_ = s.process.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-s.exited:
+	case <-time.After(5 * time.Second):
+		_ = s.process.Process.Kill()
+		<-s.exited
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// osUser is the unprivileged user a root caller's servers run as.
+type osUser struct {
+	*user.User
+	uid, gid int
+}
+
+// serverUser returns the user to run servers as, or nil to run them as the caller.
+func serverUser() (*osUser, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	name := os.Getenv("PGLEAP_PG_OS_USER")
+	if name == "" {
+		name = "postgres"
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("PostgreSQL will not run as root and OS user %q is missing (%v): create it (useradd --system %s) or set PGLEAP_PG_OS_USER", name, err, name)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &osUser{User: u, uid: uid, gid: gid}, nil
+}
+
+func (u *osUser) sysProcAttr() *syscall.SysProcAttr {
+	if u == nil {
+		return &syscall.SysProcAttr{}
+	}
+	return &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.uid), Gid: uint32(u.gid)}}
+}
+
+// Log returns the server's log so far.
+func (s *Server) Log() string {
+	raw, err := os.ReadFile(s.LogFile())
+	if err != nil {
+		return fmt.Sprintf("(cannot read %s: %v)", s.LogFile(), err)
+	}
+	return string(bytes.TrimSpace(raw))
+}
