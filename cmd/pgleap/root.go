@@ -9,9 +9,12 @@ import (
 	"runtime/debug"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/pgleap/pgleap/internal/assess"
 	"github.com/pgleap/pgleap/internal/config"
+	"github.com/pgleap/pgleap/internal/pg"
 )
 
 // version is set at build time with -ldflags "-X main.version=..."; otherwise the module's
@@ -65,6 +68,26 @@ func (c *cli) connections(sides ...string) (config.Config, error) {
 		return config.Config{}, &usageError{err}
 	}
 	return resolved, nil
+}
+
+// connectReadOnly opens a connection on which every transaction is read-only, for commands
+// that promise to change nothing.
+func (c *cli) connectReadOnly(ctx context.Context, side pg.Side, connString string) (*pgx.Conn, error) {
+	cfg, err := pg.ParseConfig(side, connString)
+	if err != nil {
+		return nil, &usageError{err}
+	}
+	for name, value := range assess.ReadOnlySettings {
+		cfg.RuntimeParams[name] = value
+	}
+	c.logger.Debug("connecting", "side", side, "conn", config.Redact(connString))
+	return pg.ConnectConfig(ctx, side, cfg)
+}
+
+// addTableFlags adds --include and --exclude, the table selection every stage shares.
+func (c *cli) addTableFlags(cmd *cobra.Command, include, exclude *[]string) {
+	cmd.Flags().StringArrayVar(include, "include", nil, "only tables matching this glob on schema.table (repeatable; default all)")
+	cmd.Flags().StringArrayVar(exclude, "exclude", nil, "leave out tables matching this glob on schema.table (repeatable)")
 }
 
 func newRootCommand(c *cli) *cobra.Command {

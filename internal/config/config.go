@@ -12,8 +12,9 @@ import (
 
 // Config is what pgleap.yaml holds and what the flags and environment override.
 type Config struct {
-	Source string `yaml:"source"`
-	Target string `yaml:"target"`
+	Source string      `yaml:"source"`
+	Target string      `yaml:"target"`
+	Tables TableFilter `yaml:",inline"`
 }
 
 // Environment variables that stand in for --source and --target.
@@ -38,15 +39,24 @@ func Load(path string) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		return Config{}, fmt.Errorf("parse config %q: %w", path, err)
 	}
+	if err := cfg.Tables.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config %q: %w", path, err)
+	}
 	return cfg, nil
 }
 
 // Resolve fills each key from the first place that sets it: the flag value, then the
-// environment, then the file.
+// environment, then the file. Table patterns come from the flags if any is given there,
+// else from the file.
 func Resolve(flags, file Config, getenv func(string) string) Config {
+	tables := flags.Tables
+	if len(tables.Include) == 0 && len(tables.Exclude) == 0 {
+		tables = file.Tables
+	}
 	return Config{
 		Source: firstSet(flags.Source, getenv(SourceEnv), file.Source),
 		Target: firstSet(flags.Target, getenv(TargetEnv), file.Target),
+		Tables: tables,
 	}
 }
 

@@ -47,9 +47,9 @@ func TestResolveOrder(t *testing.T) {
 		env   bool
 		want  Config
 	}{
-		{"flags win", Config{Source: "flag-source", Target: "flag-target"}, true, Config{"flag-source", "flag-target"}},
-		{"environment over file", Config{Source: "flag-source"}, true, Config{"flag-source", "env-target"}},
-		{"file last", Config{}, false, Config{"file-source", "file-target"}},
+		{"flags win", Config{Source: "flag-source", Target: "flag-target"}, true, Config{Source: "flag-source", Target: "flag-target"}},
+		{"environment over file", Config{Source: "flag-source"}, true, Config{Source: "flag-source", Target: "env-target"}},
+		{"file last", Config{}, false, Config{Source: "file-source", Target: "file-target"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -57,7 +57,7 @@ func TestResolveOrder(t *testing.T) {
 			if !tt.env {
 				get = func(string) string { return "" }
 			}
-			if got := Resolve(tt.flags, file, get); got != tt.want {
+			if got := Resolve(tt.flags, file, get); got.Source != tt.want.Source || got.Target != tt.want.Target {
 				t.Errorf("Resolve = %+v, want %+v", got, tt.want)
 			}
 		})
@@ -96,5 +96,50 @@ func TestLoad(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil {
 		t.Fatal("Load(missing) = nil, want an error")
+	}
+}
+
+func TestTableFilter(t *testing.T) {
+	tests := []struct {
+		name          string
+		filter        TableFilter
+		schema, table string
+		want          bool
+	}{
+		{"no patterns selects all", TableFilter{}, "public", "orders", true},
+		{"include matches", TableFilter{Include: []string{"sales.*"}}, "sales", "Orders", true},
+		{"include misses", TableFilter{Include: []string{"sales.*"}}, "public", "orders", false},
+		{"exclude wins", TableFilter{Include: []string{"*.*"}, Exclude: []string{"public.audit_*"}}, "public", "audit_log", false},
+		{"exclude only", TableFilter{Exclude: []string{"archive.*"}}, "public", "orders", true},
+		{"case matters", TableFilter{Include: []string{"public.orders"}}, "public", "Orders", false},
+		{"glob crosses no schema boundary by accident", TableFilter{Include: []string{"pub*.o?ders"}}, "public", "orders", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.filter.Selects(tt.schema, tt.table); got != tt.want {
+				t.Errorf("Selects(%s.%s) = %v, want %v", tt.schema, tt.table, got, tt.want)
+			}
+		})
+	}
+	if err := (TableFilter{Include: []string{"sales.[orders"}}).Validate(); err == nil {
+		t.Error("Validate accepted a malformed pattern")
+	}
+}
+
+func TestLoadTables(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pgleap.yaml")
+	if err := os.WriteFile(path, []byte("source: host=a\ninclude: [\"sales.*\"]\nexclude:\n  - sales.tmp_*\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Tables.Selects("sales", "orders") || cfg.Tables.Selects("sales", "tmp_x") || cfg.Tables.Selects("public", "t") {
+		t.Errorf("tables from pgleap.yaml select wrongly: %+v", cfg.Tables)
+	}
+	resolved := Resolve(Config{Tables: TableFilter{Include: []string{"public.*"}}}, cfg, func(string) string { return "" })
+	if !resolved.Tables.Selects("public", "t") || resolved.Tables.Selects("sales", "orders") {
+		t.Errorf("flag patterns should replace the file's: %+v", resolved.Tables)
 	}
 }

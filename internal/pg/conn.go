@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -46,7 +47,14 @@ func (e *ConnectError) Error() string {
 		// pgconn's own prefix repeats user and database; the per-address causes say more.
 		cause = connectErr.Unwrap().Error()
 	}
-	cause = strings.Join(strings.Fields(strings.ReplaceAll(cause, "\n", "; ")), " ")
+	// With sslmode=prefer pgx tries twice and reports the same cause twice.
+	var causes []string
+	for line := range strings.SplitSeq(cause, "\n") {
+		if line = strings.Join(strings.Fields(line), " "); line != "" && !slices.Contains(causes, line) {
+			causes = append(causes, line)
+		}
+	}
+	cause = strings.Join(causes, "; ")
 	return fmt.Sprintf("connect to %s at %s: %s: check that the server is running and that --%s is right",
 		e.Side, e.Address, cause, e.Side)
 }

@@ -1,6 +1,10 @@
 package pg
 
-import "github.com/jackc/pgx/v5"
+import (
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
 
 // QuoteIdent quotes one identifier for SQL text: "Orders", "select", "a""b".
 func QuoteIdent(name string) string {
@@ -11,4 +15,10 @@ func QuoteIdent(name string) string {
 // names objects in messages, so that a user can paste the name back into SQL.
 func QualifiedName(schema, name string) string {
 	return pgx.Identifier{schema, name}.Sanitize()
+}
+
+// QuoteLiteral quotes a string as an SQL literal for text meant for a human to run, such as
+// a fix printed by pgleap check. Queries pgleap runs itself pass values as parameters.
+func QuoteLiteral(value string) string {
+	return "'" + strings.ReplaceAll(value, "'", "''") + "'"
 }

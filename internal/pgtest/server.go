@@ -164,6 +164,10 @@ func (s *Server) start(ctx context.Context, runAs *osUser, opts Options) error {
 		"log_min_messages":        "warning",
 		"log_line_prefix":         "%m [%p] %q%u@%d ",
 	}
+	if s.Major >= 13 {
+		// Production servers cap the WAL a stalled slot may keep; so do test servers.
+		settings["max_slot_wal_keep_size"] = "4GB"
+	}
 	if opts.Durable {
 		for _, name := range []string{"fsync", "full_page_writes", "synchronous_commit"} {
 			delete(settings, name)
