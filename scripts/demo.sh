@@ -59,8 +59,27 @@ fi
 psql -Xq "host=127.0.0.1 port=$TARGET_PORT user=postgres dbname=postgres" -tAc "SELECT 1 FROM pg_database WHERE datname = 'shop'" | grep -q 1 \
   || psql -Xq "host=127.0.0.1 port=$TARGET_PORT user=postgres dbname=postgres" -c "CREATE DATABASE shop"
 
-echo
-echo "\$ pgleap check --source '$SOURCE' --target '$TARGET'"
-bin/pgleap check --source "$SOURCE" --target "$TARGET"
+pgleap_check() {
+  echo
+  echo "\$ bin/pgleap check --source '$SOURCE' --target '$TARGET'"
+  bin/pgleap check --source "$SOURCE" --target "$TARGET"
+}
+
+# The sample database has two tables without a primary key (pgbench's own history table
+# among them): check reports them as blockers (exit 1), each with its fix. The demo applies
+# the fixes and checks again.
+status=0
+pgleap_check || status=$?
+if [ "$status" = 1 ]; then
+  fixes="ALTER TABLE audit_log ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY;
+ALTER TABLE pgbench_history REPLICA IDENTITY FULL;"
+  echo
+  echo "pgleap check found blockers. Applying the fixes it suggests:"
+  echo "$fixes"
+  psql -Xq -v ON_ERROR_STOP=1 "$SOURCE" -c "$fixes"
+  pgleap_check
+elif [ "$status" != 0 ]; then
+  exit "$status"
+fi
 echo
 echo "The servers keep running: psql '$SOURCE'. Stop them with: make demo-stop"

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/pgleap/pgleap/internal/catalog"
+	"github.com/pgleap/pgleap/internal/pg"
 )
 
 // catalogRemoval is a column of a system view or catalog, or a function, that a major
@@ -91,19 +92,30 @@ func (r catalogRemoval) String() string {
 	return r.Relation + "." + r.Name
 }
 
+// sqlDefinition is a user object whose definition references other objects.
 type sqlDefinition struct {
-	Kind, Name, Text string
+	Kind         string // view, materialized view, function, aggregate or operator
+	Schema, Name string
+	Args         string // "(bigint, NONE)" for functions and operators, "" otherwise
+	Text         string // the definition, for views and functions
+}
+
+// Object names the definition as a user would write it in DROP.
+func (d sqlDefinition) Object() string {
+	if d.Kind == "operator" { // an operator's name is a symbol, not an identifier
+		return pg.QuoteIdent(d.Schema) + "." + d.Name + d.Args
+	}
+	return pg.QualifiedName(d.Schema, d.Name) + d.Args
 }
 
 // User views and SQL or PL/pgSQL functions, with the text that references catalog objects.
 const userDefinitionsSQL = `
 SELECT CASE c.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END,
-       pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname),
-       pg_catalog.pg_get_viewdef(c.oid)
+       n.nspname, c.relname, '', pg_catalog.pg_get_viewdef(c.oid)
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('v', 'm') AND ` + catalog.UserRelationFilter + `
 UNION ALL
-SELECT 'function', p.oid::pg_catalog.regprocedure::text, p.prosrc
+SELECT 'function', n.nspname, p.proname, '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')', p.prosrc
 FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_catalog.pg_language l ON l.oid = p.prolang
@@ -123,19 +135,28 @@ WITH old(fn) AS (
                       'array_position(anyarray,anyelement,integer)', 'array_positions(anyarray,anyelement)',
                       'width_bucket(anyelement,anyarray)']::pg_catalog.regprocedure[])
 )
-SELECT 'aggregate', a.aggfnoid::pg_catalog.regprocedure::text, '' FROM pg_catalog.pg_aggregate a
+SELECT 'aggregate', n.nspname, p.proname, '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')', ''
+FROM pg_catalog.pg_aggregate a
+JOIN pg_catalog.pg_proc p ON p.oid = a.aggfnoid
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE a.aggfnoid >= 16384 AND a.aggtranstype = ANY (ARRAY['anyarray', 'anyelement']::pg_catalog.regtype[])
   AND (a.aggtransfn IN (SELECT fn FROM old) OR a.aggfinalfn IN (SELECT fn FROM old))
 UNION ALL
-SELECT 'operator', o.oid::pg_catalog.regoperator::text, '' FROM pg_catalog.pg_operator o
+SELECT 'operator', n.nspname, o.oprname, ` + operatorArgs + `, ''
+FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
 WHERE o.oid >= 16384 AND o.oprcode IN (SELECT fn FROM old)
   AND (o.oprleft = ANY (ARRAY['anyarray', 'anyelement']::pg_catalog.regtype[])
        OR o.oprright = ANY (ARRAY['anyarray', 'anyelement']::pg_catalog.regtype[]))`
 
 // Postfix operators (an operator with a left operand only) were removed in 14.
 const postfixOperatorsSQL = `
-SELECT 'operator', o.oid::pg_catalog.regoperator::text, '' FROM pg_catalog.pg_operator o
+SELECT 'operator', n.nspname, o.oprname, ` + operatorArgs + `, ''
+FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
 WHERE o.oid >= 16384 AND o.oprleft <> 0 AND o.oprright = 0`
+
+// operatorArgs writes an operator's operand types as DROP OPERATOR takes them.
+const operatorArgs = `'(' || CASE WHEN o.oprleft = 0 THEN 'NONE' ELSE pg_catalog.format_type(o.oprleft, NULL) END
+       || ', ' || CASE WHEN o.oprright = 0 THEN 'NONE' ELSE pg_catalog.format_type(o.oprright, NULL) END || ')'`
 
 func checkRemovedFeatures(ctx context.Context, env *Env) ([]Finding, error) {
 	source, target := env.Source.Version.Major, env.Target.Version.Major
@@ -148,9 +169,9 @@ func checkRemovedFeatures(ctx context.Context, env *Env) ([]Finding, error) {
 		}
 		for _, op := range postfix {
 			findings = append(findings, Finding{
-				Check: "compat.postfix_operator", Severity: Blocker, Object: op.Name,
+				Check: "compat.postfix_operator", Severity: Blocker, Object: op.Object(),
 				Why: fmt.Sprintf("PostgreSQL 14 removed postfix operators; the target (%d) cannot create this one.", target),
-				Fix: fmt.Sprintf("replace it with a prefix operator or a function call, then DROP OPERATOR %s;", op.Name),
+				Fix: fmt.Sprintf("replace it with a prefix operator or a function call, then DROP OPERATOR %s;", op.Object()),
 			})
 		}
 		old, err := queryRows[sqlDefinition](ctx, conn, oldPolymorphicsSQL)
@@ -159,7 +180,7 @@ func checkRemovedFeatures(ctx context.Context, env *Env) ([]Finding, error) {
 		}
 		for _, obj := range old {
 			findings = append(findings, Finding{
-				Check: "compat.old_polymorphic", Severity: Blocker, Object: obj.Name,
+				Check: "compat.old_polymorphic", Severity: Blocker, Object: obj.Object(),
 				Why: fmt.Sprintf("this %s is built on an array function whose anyarray/anyelement signature PostgreSQL 14 replaced with anycompatible: the target (%d) cannot create it.", obj.Kind, target),
 				Fix: fmt.Sprintf("drop the %s and recreate it with anycompatiblearray/anycompatible argument and state types", obj.Kind),
 			})
@@ -185,7 +206,7 @@ func judgeCatalogReferences(source, target int, definitions []sqlDefinition) []F
 				severity, consequence = Warning, "it is created, but fails when it runs"
 			}
 			findings = append(findings, Finding{
-				Check: "compat.removed_catalog_reference", Severity: severity, Object: def.Name,
+				Check: "compat.removed_catalog_reference", Severity: severity, Object: def.Object(),
 				Why: fmt.Sprintf("this %s uses %s, which PostgreSQL %d removed: %s.", def.Kind, r, r.RemovedIn, consequence),
 				Fix: fmt.Sprintf("rewrite it to use %s (CREATE OR REPLACE on the source)", r.Replacement),
 			})

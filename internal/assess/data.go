@@ -164,23 +164,28 @@ type databaseObjects struct {
 	LargeObjects      int64
 	LargeObjectBytes  int64
 	Sequences         int64
-	MaterializedViews []string
+	MaterializedViews []string // quoted names
 }
 
 const databaseObjectsSQL = `
 SELECT (SELECT count(*) FROM pg_catalog.pg_largeobject_metadata),
        pg_catalog.pg_relation_size('pg_catalog.pg_largeobject'),
        (SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind = 'S' AND ` + catalog.UserRelationFilter + `),
-       ARRAY(SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname)
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.relkind = 'm' AND ` + catalog.UserRelationFilter + ` ORDER BY 1)`
+        WHERE c.relkind = 'S' AND ` + catalog.UserRelationFilter + `)`
+
+const materializedViewsSQL = `
+SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'm' AND ` + catalog.UserRelationFilter + ` ORDER BY 1, 2`
 
 func checkDatabaseObjects(ctx context.Context, env *Env) ([]Finding, error) {
 	var o databaseObjects
-	if err := env.Source.conn.QueryRow(ctx, databaseObjectsSQL).Scan(
-		&o.LargeObjects, &o.LargeObjectBytes, &o.Sequences, &o.MaterializedViews); err != nil {
+	conn := env.Source.conn
+	if err := conn.QueryRow(ctx, databaseObjectsSQL).Scan(&o.LargeObjects, &o.LargeObjectBytes, &o.Sequences); err != nil {
 		return nil, err
+	}
+	var err error
+	if o.MaterializedViews, err = queryNames(ctx, conn, materializedViewsSQL); err != nil {
+		return nil, fmt.Errorf("list materialized views: %w", err)
 	}
 	return judgeDatabaseObjects(pg.QuoteIdent(env.Source.Database), o), nil
 }

@@ -149,3 +149,16 @@ func queryStrings(ctx context.Context, conn *pgx.Conn, sql string, args ...any) 
 	}
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
+
+// queryNames runs sql, whose rows are (schema, name), and returns the quoted names.
+func queryNames(ctx context.Context, conn *pgx.Conn, sql string, args ...any) ([]string, error) {
+	rows, err := conn.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (string, error) {
+		var schema, name string
+		err := row.Scan(&schema, &name)
+		return pg.QualifiedName(schema, name), err
+	})
+}

@@ -38,17 +38,20 @@ type targetContents struct {
 	Tables   []string
 }
 
-const targetContentsSQL = `
-SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'pgleap'),
-       ARRAY(SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname)
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm', 'S') AND ` + catalog.UserRelationFilter + `
-             ORDER BY 1 LIMIT 6)`
+const targetRelationsSQL = `
+SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm', 'S') AND ` + catalog.UserRelationFilter + `
+ORDER BY 1, 2 LIMIT 6`
 
 func checkTargetEmpty(ctx context.Context, env *Env) ([]Finding, error) {
 	var c targetContents
-	if err := env.Target.conn.QueryRow(ctx, targetContentsSQL).Scan(&c.HasState, &c.Tables); err != nil {
+	conn := env.Target.conn
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'pgleap')").Scan(&c.HasState); err != nil {
 		return nil, err
+	}
+	var err error
+	if c.Tables, err = queryNames(ctx, conn, targetRelationsSQL); err != nil {
+		return nil, fmt.Errorf("list target relations: %w", err)
 	}
 	return judgeTargetEmpty(pg.QuoteIdent(env.Target.Database), c), nil
 }

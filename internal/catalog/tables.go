@@ -84,11 +84,11 @@ SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relpersistence = 'u', c.r
                    AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
                                    WHERE a.attrelid = c.oid AND a.attnum = ANY (i.indkey) AND NOT a.attnotnull)
                  ORDER BY i.indnatts, ic.relname LIMIT 1), ''),
-       coalesce((SELECT pg_catalog.quote_ident(pn.nspname) || '.' || pg_catalog.quote_ident(pc.relname)
+       coalesce((SELECT ARRAY[pn.nspname::text, pc.relname::text]
                  FROM pg_catalog.pg_inherits inh
                  JOIN pg_catalog.pg_class pc ON pc.oid = inh.inhparent
                  JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace
-                 WHERE c.relispartition AND inh.inhrelid = c.oid), ''),
+                 WHERE c.relispartition AND inh.inhrelid = c.oid), '{}'),
        CASE WHEN c.relkind = 'r' THEN pg_catalog.pg_total_relation_size(c.oid) ELSE 0 END,
        CASE WHEN c.reltoastrelid <> 0 THEN pg_catalog.pg_relation_size(c.reltoastrelid) ELSE 0 END,
        CASE WHEN c.relkind = 'r' AND c.relpages = 0 AND c.reltuples <= 0 THEN -1 ELSE greatest(c.reltuples, 0) END::bigint,
@@ -105,7 +105,7 @@ SELECT a.attrelid, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
        bt.typname = 'numeric' AND coalesce(nullif(a.atttypmod, -1), nullif(t.typtypmod, -1), -1) = -1,
        a.attgenerated <> '',
        CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
-            THEN pg_catalog.quote_ident(cn.nspname) || '.' || pg_catalog.quote_ident(co.collname) ELSE '' END
+            THEN ARRAY[cn.nspname::text, co.collname::text] ELSE '{}' END
 FROM pg_catalog.pg_attribute a
 JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
 -- the type underneath one level of domain and one of array: enough for every check that
@@ -125,9 +125,11 @@ func Tables(ctx context.Context, conn *pgx.Conn) ([]Table, error) {
 	}
 	tables, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Table, error) {
 		var t Table
+		var parent []string
 		err := row.Scan(&t.OID, &t.Schema, &t.Name, &t.Kind, &t.Unlogged, &t.ReplicaIdentity, &t.Owner,
-			&t.PrimaryKey, &t.IdentityIndex, &t.CandidateKey, &t.PartitionOf,
+			&t.PrimaryKey, &t.IdentityIndex, &t.CandidateKey, &parent,
 			&t.Bytes, &t.ToastBytes, &t.RowEstimate, &t.CanSelect, &t.OwnedByCaller)
+		t.PartitionOf = qualify(parent)
 		return t, err
 	})
 	if err != nil {
@@ -145,8 +147,10 @@ func Tables(ctx context.Context, conn *pgx.Conn) ([]Table, error) {
 	}
 	var tableOID uint32
 	var col Column
+	var collation []string
 	_, err = pgx.ForEachRow(rows, []any{&tableOID, &col.Name, &col.Type, &col.BaseType, &col.BaseTypeKind,
-		&col.Unconstrained, &col.Generated, &col.Collation}, func() error {
+		&col.Unconstrained, &col.Generated, &collation}, func() error {
+		col.Collation = qualify(collation)
 		t := byOID[tableOID]
 		t.Columns = append(t.Columns, col)
 		return nil
@@ -155,4 +159,13 @@ func Tables(ctx context.Context, conn *pgx.Conn) ([]Table, error) {
 		return nil, fmt.Errorf("list columns: %w", err)
 	}
 	return tables, nil
+}
+
+// qualify quotes a {schema, name} pair read from the catalog; SQL's quote_ident leaves
+// lower-case names bare, and pgleap names every object the same way, always quoted.
+func qualify(parts []string) string {
+	if len(parts) != 2 {
+		return ""
+	}
+	return pg.QualifiedName(parts[0], parts[1])
 }

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pgleap/pgleap/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// pgleap runs one command line in-process, as main does, with env as the environment.
+func pgleap(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(context.Background(), args, &out, &errOut, func(k string) string { return env[k] })
+	return code, out.String(), errOut.String()
+}
+
+// connectingCommands are the commands that open connections; each must fail the same way
+// when a server cannot be reached.
+var connectingCommands = [][]string{
+	{"check"},
+}
+
+func TestUnreachableSourceExitsTwoWithOneLine(t *testing.T) {
+	for _, command := range connectingCommands {
+		t.Run(command[0], func(t *testing.T) {
+			args := append(command, "--source", "host=127.0.0.1 port=1 user=app password=s3cret",
+				"--target", "postgres://app:s3cret@127.0.0.1:2/db")
+			code, stdout, stderr := pgleap(t, nil, args...)
+			if code != exitCannotRun {
+				t.Errorf("exit %d, want %d", code, exitCannotRun)
+			}
+			if stdout != "" {
+				t.Errorf("stdout = %q, want nothing", stdout)
+			}
+			lines := strings.Split(strings.TrimSpace(stderr), "\n")
+			if len(lines) != 1 {
+				t.Errorf("stderr has %d lines, want one:\n%s", len(lines), stderr)
+			}
+			for _, want := range []string{"source", "127.0.0.1:1", "connection refused"} {
+				if !strings.Contains(stderr, want) {
+					t.Errorf("stderr %q does not name %q", stderr, want)
+				}
+			}
+			for _, leak := range []string{"s3cret", "goroutine", "panic"} {
+				if strings.Contains(stderr, leak) {
+					t.Errorf("stderr contains %q: %s", leak, stderr)
+				}
+			}
+		})
+	}
+}
+
+func TestUsageErrorsExitTwo(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown flag", []string{"check", "--bogus"}, "unknown flag"},
+		{"unknown command", []string{"nope"}, "unknown command"},
+		{"missing target", []string{"check", "--source", "host=a"}, "--target"},
+		{"bad pattern", []string{"check", "--source", "host=a", "--target", "host=b", "--include", "x.[y"}, "table pattern"},
+		{"bad log level", []string{"check", "--log-level", "loud"}, "--log-level"},
+		{"missing config", []string{"check", "--config", "/nonexistent/pgleap.yaml"}, "pgleap.yaml"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, stderr := pgleap(t, nil, tt.args...)
+			if code != exitCannotRun || !strings.Contains(stderr, tt.want) {
+				t.Errorf("exit %d, stderr %q; want exit %d mentioning %q", code, stderr, exitCannotRun, tt.want)
+			}
+		})
+	}
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	code, stdout, _ := pgleap(t, nil, "--version")
+	if code != exitOK || !strings.HasPrefix(stdout, "pgleap version ") {
+		t.Errorf("--version: exit %d, %q", code, stdout)
+	}
+	code, stdout, _ = pgleap(t, nil, "check", "--help")
+	if code != exitOK || !strings.Contains(stdout, "--source") || !strings.Contains(stdout, "Exit status") {
+		t.Errorf("check --help: exit %d, %q", code, stdout)
+	}
+}
+
+// catalogFingerprint lists what check must never create: objects, slots, publications,
+// roles. pg_class covers every relation, index and sequence of the database.
+const catalogFingerprint = `
+SELECT (SELECT count(*) FROM pg_class) || '/' || (SELECT count(*) FROM pg_namespace) || '/' ||
+       (SELECT count(*) FROM pg_replication_slots) || '/' || (SELECT count(*) FROM pg_publication) || '/' ||
+       (SELECT count(*) FROM pg_roles) || '/' || (SELECT count(*) FROM pg_proc) || '/' ||
+       (SELECT count(*) FROM pg_db_role_setting) || '/' || (SELECT coalesce(max(xmin::text::bigint), 0) FROM pg_class)`
+
+func fingerprint(t *testing.T, s *pgtest.Server, db string) string {
+	t.Helper()
+	var out string
+	if err := s.Conn(t, db).QueryRow(context.Background(), catalogFingerprint).Scan(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestCheckEndToEnd(t *testing.T) {
+	source := pgtest.Shared(t, pgtest.SourceMajor())
+	target := pgtest.Shared(t, pgtest.TargetMajor())
+	sourceDB, targetDB := source.CreateDatabase(t), target.CreateDatabase(t)
+	source.Exec(t, sourceDB, `CREATE TABLE orders (id bigint PRIMARY KEY, placed timestamptz);
+		CREATE TABLE audit (at timestamptz, what text)`)
+	sourceURL, targetConn := source.URL(sourceDB), target.ConnString(targetDB)
+
+	before := fingerprint(t, source, sourceDB) + " " + fingerprint(t, target, targetDB)
+	code, stdout, stderr := pgleap(t, nil, "check", "--source", sourceURL, "--target", targetConn)
+	if code != exitAnswerNo {
+		t.Fatalf("check with a blocker: exit %d, want %d\n%s%s", code, exitAnswerNo, stdout, stderr)
+	}
+	for _, want := range []string{"BLOCKERS", "data.no_replica_identity", `"public"."audit"`, "Not ready"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("text report lacks %q:\n%s", want, stdout)
+		}
+	}
+
+	code, stdout, _ = pgleap(t, nil, "check", "--json", "--source", sourceURL, "--target", targetConn)
+	var report struct {
+		Source   struct{ Major int }
+		Target   struct{ Major int }
+		Findings []struct{ Check, Severity, Object, Why, Fix string }
+		Summary  struct{ Tables int }
+	}
+	if err := json.Unmarshal([]byte(stdout), &report); err != nil {
+		t.Fatalf("--json output does not parse: %v\n%s", err, stdout)
+	}
+	if code != exitAnswerNo || report.Source.Major != pgtest.SourceMajor() || report.Target.Major != pgtest.TargetMajor() || report.Summary.Tables != 2 {
+		t.Errorf("--json: exit %d, report %+v", code, report)
+	}
+	found := false
+	for _, f := range report.Findings {
+		found = found || (f.Check == "data.no_replica_identity" && f.Severity == "blocker" && f.Object == `"public"."audit"`)
+	}
+	if !found {
+		t.Errorf("--json findings lack the blocker on audit: %+v", report.Findings)
+	}
+
+	after := fingerprint(t, source, sourceDB) + " " + fingerprint(t, target, targetDB)
+	if before != after {
+		t.Errorf("check changed a server: catalog fingerprint %s before, %s after", before, after)
+	}
+
+	// Excluding the table without a key leaves a migration with no blocker: exit 0. The
+	// connection strings come from the environment and the pattern from pgleap.yaml.
+	config := filepath.Join(t.TempDir(), "pgleap.yaml")
+	if err := os.WriteFile(config, []byte("exclude: [public.audit]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"PGLEAP_SOURCE": sourceURL, "PGLEAP_TARGET": targetConn}
+	code, stdout, stderr = pgleap(t, env, "check", "--config", config)
+	if code != exitOK || !strings.Contains(stdout, "Ready: no blockers") {
+		t.Errorf("check with audit excluded: exit %d, want 0\n%s%s", code, stdout, stderr)
+	}
+}

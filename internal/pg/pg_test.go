@@ -1,0 +1,98 @@
+package pg
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgleap/pgleap/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// TestSessionSettingsHoldOnEveryConnection: the settings that make text forms round-trip are
+// in force as soon as a connection opens, whatever the server's own configuration says.
+func TestSessionSettingsHoldOnEveryConnection(t *testing.T) {
+	for _, major := range []int{pgtest.SourceMajor(), pgtest.TargetMajor()} {
+		s := pgtest.Shared(t, major)
+		s.Exec(t, "postgres", "ALTER DATABASE postgres SET TimeZone = 'America/New_York'")
+		t.Cleanup(func() { s.Exec(t, "postgres", "ALTER DATABASE postgres RESET TimeZone") })
+		ctx := context.Background()
+		conn, err := Connect(ctx, Source, s.URL("postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		for name, want := range SessionSettings {
+			var got string
+			if err := conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(got, want) { // DateStyle reads back as "ISO, MDY"
+				t.Errorf("PostgreSQL %d: %s = %q, want %q", major, name, got, want)
+			}
+		}
+		var ts string
+		if err := conn.QueryRow(ctx, "SELECT '2026-03-29 01:30:00+01'::timestamptz::text").Scan(&ts); err != nil {
+			t.Fatal(err)
+		}
+		if ts != "2026-03-29 00:30:00+00" {
+			t.Errorf("PostgreSQL %d: timestamptz text = %q, want it in UTC", major, ts)
+		}
+		version, err := ServerVersion(ctx, conn)
+		if err != nil || version.Major != major {
+			t.Errorf("ServerVersion = %v, %v; want major %d", version, err, major)
+		}
+		settings, err := Settings(ctx, conn, "wal_level", "no_such_setting")
+		if err != nil || settings["wal_level"] != "logical" || len(settings) != 1 {
+			t.Errorf("Settings = %v, %v", settings, err)
+		}
+	}
+}
+
+func TestConnectErrorNamesSideAndServerMessage(t *testing.T) {
+	s := pgtest.Shared(t, pgtest.TargetMajor())
+	_, err := Connect(context.Background(), Target, strings.Replace(s.ConnString("postgres"), "dbname=postgres", "dbname=no_such_db", 1)+" password=s3cret")
+	var connectErr *ConnectError
+	if !errors.As(err, &connectErr) {
+		t.Fatalf("err = %v, want a *ConnectError", err)
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "3D000" {
+		t.Errorf("the server's error is not reachable: %v", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{"connect to target at 127.0.0.1:", `"no_such_db" does not exist`, "--target"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q lacks %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "s3cret") || strings.Contains(msg, "\n") {
+		t.Errorf("error leaks the password or spans lines: %q", msg)
+	}
+}
+
+func TestVersionFromNum(t *testing.T) {
+	for num, want := range map[int]Version{130023: {13, 23}, 170010: {17, 10}, 120000: {12, 0}, 180004: {18, 4}} {
+		if got := VersionFromNum(num); got != want {
+			t.Errorf("VersionFromNum(%d) = %v, want %v", num, got, want)
+		}
+	}
+}
+
+func TestQuoting(t *testing.T) {
+	tests := map[string]string{
+		QuoteIdent("orders"):             `"orders"`,
+		QuoteIdent(`we"ird`):             `"we""ird"`,
+		QualifiedName("Sales", "select"): `"Sales"."select"`,
+		QuoteLiteral("it's"):             `'it''s'`,
+	}
+	for got, want := range tests {
+		if got != want {
+			t.Errorf("got %s, want %s", got, want)
+		}
+	}
+}
