@@ -3,7 +3,9 @@ package assess
 import (
 	"context"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/pgleap/pgleap/internal/catalog"
@@ -186,6 +188,14 @@ func checkRemovedFeatures(ctx context.Context, env *Env) ([]Finding, error) {
 			})
 		}
 	}
+	builtIn := builtInTypesUsed(env.Tables)
+	present, err := queryStrings(ctx, env.Target.conn,
+		"SELECT typname FROM pg_catalog.pg_type WHERE typnamespace = 'pg_catalog'::regnamespace AND typname = ANY ($1)", keys(builtIn))
+	if err != nil {
+		return nil, fmt.Errorf("look up built-in types on the target: %w", err)
+	}
+	findings = append(findings, judgeRemovedTypes(target, builtIn, present)...)
+
 	definitions, err := queryRows[sqlDefinition](ctx, conn, userDefinitionsSQL)
 	if err != nil {
 		return nil, fmt.Errorf("list views and functions: %w", err)
@@ -213,4 +223,40 @@ func judgeCatalogReferences(source, target int, definitions []sqlDefinition) []F
 		}
 	}
 	return findings
+}
+
+// builtInTypesUsed maps each of PostgreSQL's own types that a selected column uses to the
+// columns using it.
+func builtInTypesUsed(tables []catalog.Table) map[string][]string {
+	used := map[string][]string{}
+	for _, t := range tables {
+		for _, c := range t.Columns {
+			if c.BaseTypeSchema == "pg_catalog" {
+				used[c.BaseType] = append(used[c.BaseType], t.QualifiedName()+"."+pg.QuoteIdent(c.Name))
+			}
+		}
+	}
+	return used
+}
+
+// judgeRemovedTypes finds built-in types that the target's major no longer has (abstime,
+// reltime and tinterval went in 12): a column of such a type cannot be created there.
+func judgeRemovedTypes(target int, used map[string][]string, presentOnTarget []string) []Finding {
+	var findings []Finding
+	for _, typ := range slices.Sorted(maps.Keys(used)) {
+		if slices.Contains(presentOnTarget, typ) {
+			continue
+		}
+		columns := used[typ]
+		findings = append(findings, Finding{
+			Check: "compat.removed_type", Severity: Blocker, Object: pg.QualifiedName("pg_catalog", typ),
+			Why: fmt.Sprintf("PostgreSQL %d has no type %s, used by %s: these columns cannot be created on the target.", target, typ, strings.Join(columns, ", ")),
+			Fix: "ALTER TABLE ... ALTER COLUMN ... TYPE to a type the target has (for the old time types: timestamptz, interval or tstzrange)",
+		})
+	}
+	return findings
+}
+
+func keys[V any](m map[string]V) []string {
+	return slices.Collect(maps.Keys(m))
 }

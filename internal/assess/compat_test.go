@@ -15,7 +15,7 @@ func TestRemovedFeatures(t *testing.T) {
 		CREATE VIEW harmless AS SELECT datname FROM pg_database;
 		CREATE FUNCTION harmless_fn() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM pg_class'`)
 	r := p.check(t, Options{})
-	for _, check := range []string{"compat.postfix_operator", "compat.old_polymorphic", "compat.removed_catalog_reference"} {
+	for _, check := range []string{"compat.postfix_operator", "compat.old_polymorphic", "compat.removed_catalog_reference", "compat.removed_type"} {
 		requireNoFinding(t, r, check, "")
 	}
 

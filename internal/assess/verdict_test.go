@@ -238,3 +238,18 @@ func TestWriteTextFitsEightyColumns(t *testing.T) {
 		t.Errorf("no verdict line:\n%s", out)
 	}
 }
+
+func TestJudgeRemovedTypes(t *testing.T) {
+	used := map[string][]string{
+		"abstime": {`"public"."legacy"."created"`},
+		"int4":    {`"public"."legacy"."id"`},
+	}
+	got := judgeRemovedTypes(17, used, []string{"int4"})
+	if len(got) != 1 || got[0].Object != `"pg_catalog"."abstime"` || got[0].Severity != Blocker ||
+		!strings.Contains(got[0].Why, `"public"."legacy"."created"`) {
+		t.Errorf("findings = %+v, want one blocker on abstime naming its column", got)
+	}
+	if got := judgeRemovedTypes(17, used, []string{"int4", "abstime"}); len(got) != 0 {
+		t.Errorf("types present on the target reported: %+v", got)
+	}
+}

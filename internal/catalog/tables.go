@@ -56,8 +56,9 @@ type Column struct {
 	Type string
 	// BaseType is the name of the type underneath domains and arrays (numeric, timestamptz),
 	// and BaseTypeKind its pg_type.typtype: b base, c composite, e enum, r range, m multirange.
-	BaseType     string
-	BaseTypeKind string
+	BaseType       string
+	BaseTypeSchema string
+	BaseTypeKind   string
 	// Unconstrained is true for a numeric without precision and scale.
 	Unconstrained bool
 	Generated     bool
@@ -101,7 +102,7 @@ ORDER BY n.nspname, c.relname`
 
 const columnsSQL = `
 SELECT a.attrelid, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
-       bt.typname, bt.typtype::text,
+       bt.typname, btn.nspname, bt.typtype::text,
        bt.typname = 'numeric' AND coalesce(nullif(a.atttypmod, -1), nullif(t.typtypmod, -1), -1) = -1,
        a.attgenerated <> '',
        CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
@@ -112,6 +113,7 @@ JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
 -- looks at base types (a domain over an array of a domain is rare and still named by Type)
 JOIN pg_catalog.pg_type dt ON dt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
 JOIN pg_catalog.pg_type bt ON bt.oid = CASE WHEN dt.typelem <> 0 AND dt.typlen = -1 AND dt.typcategory = 'A' THEN dt.typelem ELSE dt.oid END
+JOIN pg_catalog.pg_namespace btn ON btn.oid = bt.typnamespace
 LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
 LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
 WHERE a.attrelid = ANY ($1) AND a.attnum > 0 AND NOT a.attisdropped
@@ -148,7 +150,7 @@ func Tables(ctx context.Context, conn *pgx.Conn) ([]Table, error) {
 	var tableOID uint32
 	var col Column
 	var collation []string
-	_, err = pgx.ForEachRow(rows, []any{&tableOID, &col.Name, &col.Type, &col.BaseType, &col.BaseTypeKind,
+	_, err = pgx.ForEachRow(rows, []any{&tableOID, &col.Name, &col.Type, &col.BaseType, &col.BaseTypeSchema, &col.BaseTypeKind,
 		&col.Unconstrained, &col.Generated, &collation}, func() error {
 		col.Collation = qualify(collation)
 		t := byOID[tableOID]

@@ -39,10 +39,10 @@ func TestTables(t *testing.T) {
 		t.Errorf("Orders = %+v", orders)
 	}
 	wantColumns := []Column{
-		{Name: "id", Type: "bigint", BaseType: "int8", BaseTypeKind: "b"},
-		{Name: "amount", Type: "numeric", BaseType: "numeric", BaseTypeKind: "b", Unconstrained: true},
-		{Name: "tags", Type: "hstore", BaseType: "hstore", BaseTypeKind: "b"},
-		{Name: "at", Type: "timestamp with time zone[]", BaseType: "timestamptz", BaseTypeKind: "b"},
+		{Name: "id", Type: "bigint", BaseType: "int8", BaseTypeSchema: "pg_catalog", BaseTypeKind: "b"},
+		{Name: "amount", Type: "numeric", BaseType: "numeric", BaseTypeSchema: "pg_catalog", BaseTypeKind: "b", Unconstrained: true},
+		{Name: "tags", Type: "hstore", BaseType: "hstore", BaseTypeSchema: "public", BaseTypeKind: "b"},
+		{Name: "at", Type: "timestamp with time zone[]", BaseType: "timestamptz", BaseTypeSchema: "pg_catalog", BaseTypeKind: "b"},
 	}
 	if len(orders.Columns) != len(wantColumns) {
 		t.Fatalf("Orders columns = %+v", orders.Columns)
