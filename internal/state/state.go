@@ -1,0 +1,136 @@
+package state
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+//go:embed schema_v*.sql
+var schemaFiles embed.FS
+
+// Version is the state schema version this binary writes.
+const Version = 1
+
+// ErrNewerState is returned for a target whose state schema a newer pgleap wrote.
+var ErrNewerState = errors.New("the target's pgleap state is newer than this pgleap")
+
+// advisoryLockKey serializes state schema changes between pgleap processes ("pgleap" in ASCII).
+const advisoryLockKey = 0x70676c656170
+
+// Init creates or upgrades the state schema on the target connection conn.
+func Init(ctx context.Context, conn *pgx.Conn) error {
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", advisoryLockKey); err != nil {
+			return fmt.Errorf("lock pgleap state: %w", err)
+		}
+		current, err := installedVersion(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if current > Version {
+			return fmt.Errorf("%w: it is version %d, this pgleap writes version %d: run a pgleap at least as new as the one that started this migration",
+				ErrNewerState, current, Version)
+		}
+		for v := current + 1; v <= Version; v++ {
+			sql, err := schemaFiles.ReadFile("schema_v" + strconv.Itoa(v) + ".sql")
+			if err != nil {
+				return fmt.Errorf("read state schema version %d: %w", v, err)
+			}
+			if _, err := tx.Exec(ctx, string(sql)); err != nil {
+				return fmt.Errorf("create pgleap state schema version %d: %w", v, err)
+			}
+		}
+		if current < Version {
+			_, err = tx.Exec(ctx, `INSERT INTO pgleap.state_version (version) VALUES ($1)
+				ON CONFLICT (singleton) DO UPDATE SET version = excluded.version, updated_at = now()`, Version)
+			if err != nil {
+				return fmt.Errorf("record pgleap state version: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+func installedVersion(ctx context.Context, tx pgx.Tx) (int, error) {
+	var exists bool
+	if err := tx.QueryRow(ctx, "SELECT to_regclass('pgleap.state_version') IS NOT NULL").Scan(&exists); err != nil {
+		return 0, fmt.Errorf("look for pgleap state: %w", err)
+	}
+	if !exists {
+		return 0, nil
+	}
+	var v int
+	if err := tx.QueryRow(ctx, "SELECT version FROM pgleap.state_version").Scan(&v); err != nil {
+		return 0, fmt.Errorf("read pgleap state version: %w", err)
+	}
+	return v, nil
+}
+
+// Migration is what a target records about the migration it receives.
+type Migration struct {
+	SourceDatabase string
+	SourceMajor    int
+	Include        []string
+	Exclude        []string
+}
+
+// ErrOtherMigration is returned when the target already receives a different migration.
+var ErrOtherMigration = errors.New("the target already receives another migration")
+
+// Begin records m as the target's migration, or checks that the recorded one is m: a rerun
+// must resume the same migration, not mix two.
+func Begin(ctx context.Context, conn *pgx.Conn, m Migration) error {
+	var got Migration
+	err := conn.QueryRow(ctx, `
+		INSERT INTO pgleap.migration (source_database, source_major, include_patterns, exclude_patterns)
+		VALUES ($1, $2, $3, $4)
+		ON CONFLICT (singleton) DO UPDATE SET singleton = true
+		RETURNING source_database, source_major, include_patterns, exclude_patterns`,
+		m.SourceDatabase, m.SourceMajor, nonNil(m.Include), nonNil(m.Exclude)).Scan(
+		&got.SourceDatabase, &got.SourceMajor, &got.Include, &got.Exclude)
+	if err != nil {
+		return fmt.Errorf("record the migration in pgleap state: %w", err)
+	}
+	if got.SourceDatabase != m.SourceDatabase || strings.Join(got.Include, "\x00") != strings.Join(nonNil(m.Include), "\x00") ||
+		strings.Join(got.Exclude, "\x00") != strings.Join(nonNil(m.Exclude), "\x00") {
+		return fmt.Errorf("%w: it copies database %q with --include %q --exclude %q; rerun with the same selection, or start over with pgleap cleanup",
+			ErrOtherMigration, got.SourceDatabase, got.Include, got.Exclude)
+	}
+	return nil
+}
+
+// LoadMigration returns the recorded migration; ok is false when there is none.
+func LoadMigration(ctx context.Context, conn *pgx.Conn) (m Migration, ok bool, err error) {
+	err = conn.QueryRow(ctx, `SELECT source_database, source_major, include_patterns, exclude_patterns FROM pgleap.migration`).
+		Scan(&m.SourceDatabase, &m.SourceMajor, &m.Include, &m.Exclude)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Migration{}, false, nil
+	}
+	if err != nil {
+		return Migration{}, false, fmt.Errorf("read the migration from pgleap state: %w", err)
+	}
+	return m, true, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// Exists reports whether conn's database holds pgleap state at all.
+func Exists(ctx context.Context, conn *pgx.Conn) (bool, error) {
+	var exists bool
+	err := conn.QueryRow(ctx, "SELECT to_regclass('pgleap.migration') IS NOT NULL").Scan(&exists)
+	if err != nil {
+		return false, fmt.Errorf("look for pgleap state: %w", err)
+	}
+	return exists, nil
+}

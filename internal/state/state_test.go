@@ -1,0 +1,80 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgleap/pgleap/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func TestStateLifecycle(t *testing.T) {
+	s := pgtest.Shared(t, pgtest.TargetMajor())
+	conn := s.Conn(t, s.CreateDatabase(t))
+	ctx := context.Background()
+
+	if exists, err := Exists(ctx, conn); err != nil || exists {
+		t.Fatalf("Exists on a fresh database = %v, %v", exists, err)
+	}
+	for range 2 { // a second Init changes nothing
+		if err := Init(ctx, conn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := Migration{SourceDatabase: "shop", SourceMajor: 13, Exclude: []string{"archive.*"}}
+	if err := Begin(ctx, conn, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := Begin(ctx, conn, m); err != nil {
+		t.Fatalf("resuming the same migration: %v", err)
+	}
+	other := m
+	other.Exclude = nil
+	if err := Begin(ctx, conn, other); !errors.Is(err, ErrOtherMigration) {
+		t.Fatalf("Begin with another selection = %v, want ErrOtherMigration", err)
+	}
+	got, ok, err := LoadMigration(ctx, conn)
+	if err != nil || !ok || got.SourceDatabase != "shop" || got.Exclude[0] != "archive.*" {
+		t.Fatalf("LoadMigration = %+v, %v, %v", got, ok, err)
+	}
+
+	// The first archive stays: a resumed run must not restore a different dump.
+	first, err := SaveArchive(ctx, conn, []byte("first"), "pg_dump 15")
+	if err != nil || string(first) != "first" {
+		t.Fatalf("SaveArchive = %q, %v", first, err)
+	}
+	kept, err := SaveArchive(ctx, conn, []byte("second"), "pg_dump 15")
+	if err != nil || string(kept) != "first" {
+		t.Fatalf("second SaveArchive = %q, %v; want the first kept", kept, err)
+	}
+
+	// A step recorded in a transaction that rolls back is not done.
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := RecordStep(ctx, tx, "roles"); err != nil {
+		t.Fatal(err)
+	}
+	tx.Rollback(ctx)
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return RecordStep(ctx, tx, "pre-data") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err := DoneSteps(ctx, conn)
+	if err != nil || done["roles"] || !done["pre-data"] {
+		t.Fatalf("DoneSteps = %v, %v; want pre-data only", done, err)
+	}
+
+	// A newer pgleap's state is refused.
+	if _, err := conn.Exec(ctx, "UPDATE pgleap.state_version SET version = $1", Version+1); err != nil {
+		t.Fatal(err)
+	}
+	if err := Init(ctx, conn); !errors.Is(err, ErrNewerState) {
+		t.Fatalf("Init over newer state = %v, want ErrNewerState", err)
+	}
+}
