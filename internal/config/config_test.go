@@ -143,3 +143,28 @@ func TestLoadTables(t *testing.T) {
 		t.Errorf("flag patterns should replace the file's: %+v", resolved.Tables)
 	}
 }
+
+func TestSplitPassword(t *testing.T) {
+	tests := []struct{ in, without, password string }{
+		{"host=db password=s3cret user=app", "host=db user=app", "s3cret"},
+		{`host=db password='it\'s secret' port=5`, "host=db port=5", "it's secret"},
+		{"host=db user=app", "host=db user=app", ""},
+		{"postgres://app:s3cret@db:5432/shop?sslmode=disable", "postgres://app@db:5432/shop?sslmode=disable", "s3cret"},
+		{"postgresql://db/shop?password=s3cret&user=app", "postgresql://db/shop?user=app", "s3cret"},
+	}
+	for _, tt := range tests {
+		without, password, err := SplitPassword(tt.in)
+		if err != nil || without != tt.without || password != tt.password {
+			t.Errorf("SplitPassword(%q) = %q, %q, %v; want %q, %q", tt.in, without, password, err, tt.without, tt.password)
+		}
+	}
+}
+
+func TestExcludesSchema(t *testing.T) {
+	f := TableFilter{Include: []string{"public.*"}, Exclude: []string{"archive.*", "sales.tmp_*", "log*.*"}}
+	for schema, want := range map[string]bool{"archive": true, "sales": false, "public": false, "logs": true, "other": false} {
+		if got := f.ExcludesSchema(schema); got != want {
+			t.Errorf("ExcludesSchema(%q) = %v, want %v", schema, got, want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"path"
+	"strings"
 )
 
 // TableFilter selects tables by glob patterns on "schema.table" (unquoted names, matched
@@ -37,6 +38,22 @@ func (f TableFilter) Selects(schema, name string) bool {
 func matchesAny(patterns []string, qualified string) bool {
 	for _, pattern := range patterns {
 		if ok, _ := path.Match(pattern, qualified); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// ExcludesSchema reports whether the patterns leave out a whole schema, with its functions,
+// types and views: an exclude pattern "schema.*" whose schema part matches. Include patterns
+// select tables only and never drop a schema's other objects.
+func (f TableFilter) ExcludesSchema(schema string) bool {
+	for _, pattern := range f.Exclude {
+		schemaPattern, tablePattern, ok := strings.Cut(pattern, ".")
+		if !ok || tablePattern != "*" {
+			continue
+		}
+		if matched, _ := path.Match(schemaPattern, schema); matched {
 			return true
 		}
 	}

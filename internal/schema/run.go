@@ -1,0 +1,327 @@
+package schema
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgleap/pgleap/internal/config"
+	"github.com/pgleap/pgleap/internal/pg"
+	"github.com/pgleap/pgleap/internal/state"
+)
+
+// Options configure the schema stage.
+type Options struct {
+	Source, Target  string // connection strings
+	Tables          config.TableFilter
+	PgBin           string // where pg_dump and friends are; "" searches
+	IndexJobs       int    // post-data statements run at once
+	CopyPasswords   bool   // carry password verifiers (needs a source role that reads pg_authid)
+	KeepTablespaces bool
+	Logger          *slog.Logger
+}
+
+// Result says what the stage did.
+type Result struct {
+	Tools           Tools
+	Roles           RolePlan
+	RoleWarnings    []string
+	PreDataRestored bool // false when an earlier run had restored it
+	PostDataTasks   int  // run by this call
+	PostDataResumed int  // done by an earlier run
+	Skipped         []state.SkippedObject
+	Duration        time.Duration
+}
+
+// Step ids recorded in the target's state.
+const (
+	stepRoles   = "schema:roles"
+	stepPreData = "schema:pre-data"
+)
+
+// Stage runs the schema half of a migration.
+type Stage struct {
+	opts   Options
+	tools  Tools
+	source *pgx.Conn
+	target *pgx.Conn
+	plan   *Plan
+	done   map[string]bool
+	// archivePath holds the archive on local disk while pg_restore needs it.
+	archivePath string
+}
+
+// Prepare connects to both sides, initializes pgleap's state on the target, and dumps the
+// source's schema (or takes the archive an earlier run stored). Close releases it all.
+func Prepare(ctx context.Context, opts Options) (*Stage, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.IndexJobs < 1 {
+		opts.IndexJobs = 1
+	}
+	s := &Stage{opts: opts}
+	var err error
+	if s.source, err = pg.Connect(ctx, pg.Source, opts.Source); err != nil {
+		return nil, err
+	}
+	if s.target, err = pg.Connect(ctx, pg.Target, opts.Target); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.prepare(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Stage) prepare(ctx context.Context) error {
+	version, err := pg.ServerVersion(ctx, s.source)
+	if err != nil {
+		return err
+	}
+	if s.tools, err = FindTools(ctx, s.opts.PgBin, version.Major); err != nil {
+		return err
+	}
+	s.opts.Logger.Info("using PostgreSQL client tools", "pg_dump", s.tools.PgDump, "version", s.tools.Version)
+	if err := state.Init(ctx, s.target); err != nil {
+		return err
+	}
+	var database string
+	if err := s.source.QueryRow(ctx, "SELECT current_database()").Scan(&database); err != nil {
+		return fmt.Errorf("read source database name: %w", err)
+	}
+	err = state.Begin(ctx, s.target, state.Migration{SourceDatabase: database, SourceMajor: version.Major,
+		Include: s.opts.Tables.Include, Exclude: s.opts.Tables.Exclude})
+	if err != nil {
+		return err
+	}
+	if s.done, err = state.DoneSteps(ctx, s.target); err != nil {
+		return err
+	}
+	raw, err := state.LoadArchive(ctx, s.target)
+	if err != nil {
+		return err
+	}
+	if raw == nil {
+		if raw, err = s.dump(ctx); err != nil {
+			return err
+		}
+		if raw, err = state.SaveArchive(ctx, s.target, raw, s.tools.Version); err != nil {
+			return err
+		}
+	}
+	archive, err := ReadArchive(raw)
+	if err != nil {
+		return fmt.Errorf("read the schema archive: %w", err)
+	}
+	s.plan = NewPlan(archive, s.opts.Tables)
+	dir, err := os.MkdirTemp("", "pgleap-schema-")
+	if err != nil {
+		return fmt.Errorf("create a directory for the schema archive: %w", err)
+	}
+	s.archivePath = filepath.Join(dir, "schema.dump")
+	if err := os.WriteFile(s.archivePath, raw, 0o600); err != nil {
+		return fmt.Errorf("write the schema archive: %w", err)
+	}
+	return nil
+}
+
+// Plan returns the selection of the archive this stage restores.
+func (s *Stage) Plan() *Plan { return s.plan }
+
+// Close releases the stage's connections and local files.
+func (s *Stage) Close() {
+	ctx := context.Background()
+	if s.source != nil {
+		s.source.Close(ctx)
+	}
+	if s.target != nil {
+		s.target.Close(ctx)
+	}
+	if s.archivePath != "" {
+		os.RemoveAll(filepath.Dir(s.archivePath))
+	}
+}
+
+// dump runs pg_dump for the whole database's schema; selection happens on the archive.
+func (s *Stage) dump(ctx context.Context) ([]byte, error) {
+	dir, err := os.MkdirTemp("", "pgleap-dump-")
+	if err != nil {
+		return nil, fmt.Errorf("create a directory for pg_dump: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "schema.dump")
+	start := time.Now()
+	if _, err := s.runTool(ctx, s.tools.PgDump, s.opts.Source, "--format=custom", "--schema-only",
+		"--no-subscriptions", "--file="+path); err != nil {
+		return nil, err
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read pg_dump's archive: %w", err)
+	}
+	s.opts.Logger.Info("dumped the source schema", "bytes", len(raw), "took", time.Since(start).Round(time.Millisecond))
+	return raw, nil
+}
+
+// runTool runs a PostgreSQL client program against connString, passing the password through
+// the environment, and returns its standard output.
+func (s *Stage) runTool(ctx context.Context, program, connString string, args ...string) ([]byte, error) {
+	conn, password, err := config.SplitPassword(connString)
+	if err != nil {
+		return nil, err
+	}
+	name := filepath.Base(program)
+	dbArg := "--dbname=" + conn
+	cmd := exec.CommandContext(ctx, program, append([]string{dbArg}, args...)...)
+	cmd.Env = os.Environ()
+	if password != "" {
+		cmd.Env = append(cmd.Env, "PGPASSWORD="+password)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%s: %v: %s", name, err, strings.TrimSpace(stderr.String()))
+	}
+	return out, nil
+}
+
+// Run restores roles and pre-data, then builds post-data once tablesCopied says each
+// table's rows are in; nil means the data is already there (or there is none to copy).
+func (s *Stage) Run(ctx context.Context, tablesCopied <-chan [2]string) (*Result, error) {
+	start := time.Now()
+	res := &Result{Tools: s.tools, Skipped: s.plan.Skipped}
+	if err := s.restoreRoles(ctx, res); err != nil {
+		return nil, err
+	}
+	if err := s.restorePreData(ctx, res); err != nil {
+		return nil, err
+	}
+	if err := s.buildPostData(ctx, tablesCopied, res); err != nil {
+		return nil, err
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+func (s *Stage) restoreRoles(ctx context.Context, res *Result) error {
+	if s.done[stepRoles] {
+		return nil
+	}
+	args := []string{"--roles-only"}
+	if s.opts.CopyPasswords {
+		var canRead bool
+		if err := s.source.QueryRow(ctx, "SELECT has_table_privilege('pg_catalog.pg_authid', 'SELECT')").Scan(&canRead); err != nil {
+			return fmt.Errorf("check access to pg_authid: %w", err)
+		}
+		if !canRead {
+			return errors.New("--copy-passwords needs a source role that may read pg_authid (a superuser of a self-managed server); managed services hide password verifiers: run without --copy-passwords and set the listed passwords on the target")
+		}
+	} else {
+		args = append(args, "--no-role-passwords")
+	}
+	script, err := s.runTool(ctx, s.tools.PgDumpAll, s.opts.Source, args...)
+	if err != nil {
+		return fmt.Errorf("dump roles: %w", err)
+	}
+	var targetRoles []string
+	rows, err := s.target.Query(ctx, "SELECT rolname FROM pg_catalog.pg_roles")
+	if err == nil {
+		targetRoles, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	if err != nil {
+		return fmt.Errorf("list target roles: %w", err)
+	}
+	var superuser bool
+	if err := s.target.QueryRow(ctx, "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user").Scan(&superuser); err != nil {
+		return fmt.Errorf("check the target role: %w", err)
+	}
+	res.Roles, res.RoleWarnings = planRoles(string(script), targetRoles, s.opts.CopyPasswords, superuser)
+	err = pgx.BeginFunc(ctx, s.target, func(tx pgx.Tx) error {
+		for _, stmt := range res.Roles.Statements {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("create roles: %s: %w", firstLine(stmt), err)
+			}
+		}
+		return state.RecordStep(ctx, tx, stepRoles)
+	})
+	if err != nil {
+		return err
+	}
+	s.opts.Logger.Info("created roles", "created", len(res.Roles.Created), "already on target", len(res.Roles.Existing))
+	return nil
+}
+
+func (s *Stage) restorePreData(ctx context.Context, res *Result) error {
+	if s.done[stepPreData] {
+		return nil
+	}
+	list := filepath.Join(filepath.Dir(s.archivePath), "pre-data.list")
+	if err := os.WriteFile(list, []byte(s.plan.restoreList(SectionPreData)), 0o600); err != nil {
+		return fmt.Errorf("write the pre-data list: %w", err)
+	}
+	args := []string{"--section=pre-data", "--use-list=" + list, "--file=-"}
+	if !s.opts.KeepTablespaces {
+		args = append(args, "--no-tablespaces")
+	}
+	cmd := exec.CommandContext(ctx, s.tools.PgRestore, append(args, s.archivePath)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	script, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("pg_restore pre-data: %v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	// The script runs in one transaction with its step record: after a crash it is either
+	// all there and recorded, or not there at all.
+	err = pgx.BeginFunc(ctx, s.target, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, withoutMetaCommands(string(script))); err != nil {
+			return fmt.Errorf("restore pre-data (types, functions, tables, views...): %w", err)
+		}
+		if err := state.RecordSkipped(ctx, tx, s.plan.Skipped); err != nil {
+			return err
+		}
+		return state.RecordStep(ctx, tx, stepPreData)
+	})
+	if err != nil {
+		return err
+	}
+	// The script's SET commands outlive its transaction; start the session afresh.
+	if _, err := s.target.Exec(ctx, "RESET ALL"); err != nil {
+		return fmt.Errorf("reset the target session: %w", err)
+	}
+	res.PreDataRestored = true
+	s.opts.Logger.Info("restored pre-data", "objects", len(s.plan.Entries(SectionPreData)), "skipped", len(s.plan.Skipped))
+	return nil
+}
+
+// withoutMetaCommands drops the psql meta-commands pg_restore writes around its script
+// (\restrict and \unrestrict, since 15.14) so the server can run the rest.
+func withoutMetaCommands(script string) string {
+	lines := strings.Split(script, "\n")
+	kept := lines[:0]
+	for _, line := range lines {
+		if !strings.HasPrefix(line, `\restrict `) && !strings.HasPrefix(line, `\unrestrict `) {
+			kept = append(kept, line)
+		}
+	}
+	return strings.Join(kept, "\n")
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return line
+}
