@@ -81,5 +81,12 @@ ALTER TABLE pgbench_history REPLICA IDENTITY FULL;"
 elif [ "$status" != 0 ]; then
   exit "$status"
 fi
+
+echo
+echo "\$ bin/pgleap migrate --schema-only --source '$SOURCE' --target '$TARGET'"
+bin/pgleap migrate --schema-only --source "$SOURCE" --target "$TARGET"
+echo
+echo "\$ bin/pgleap verify --schema --source '$SOURCE' --target '$TARGET'"
+bin/pgleap verify --schema --source "$SOURCE" --target "$TARGET"
 echo
 echo "The servers keep running: psql '$SOURCE'. Stop them with: make demo-stop"

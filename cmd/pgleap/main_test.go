@@ -26,6 +26,8 @@ func pgleap(t *testing.T, env map[string]string, args ...string) (code int, stdo
 // when a server cannot be reached.
 var connectingCommands = [][]string{
 	{"check"},
+	{"migrate", "--schema-only"},
+	{"verify", "--schema"},
 }
 
 func TestUnreachableSourceExitsTwoWithOneLine(t *testing.T) {
@@ -69,6 +71,8 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"missing target", []string{"check", "--source", "host=a"}, "--target"},
 		{"bad pattern", []string{"check", "--source", "host=a", "--target", "host=b", "--include", "x.[y"}, "table pattern"},
 		{"bad log level", []string{"check", "--log-level", "loud"}, "--log-level"},
+		{"migrate without a mode", []string{"migrate", "--source", "host=a", "--target", "host=b"}, "--schema-only"},
+		{"verify without a mode", []string{"verify", "--source", "host=a", "--target", "host=b"}, "--schema"},
 		{"missing config", []string{"check", "--config", "/nonexistent/pgleap.yaml"}, "pgleap.yaml"},
 	}
 	for _, tt := range tests {
@@ -164,5 +168,47 @@ func TestCheckEndToEnd(t *testing.T) {
 	code, stdout, stderr = pgleap(t, env, "check", "--config", config)
 	if code != exitOK || !strings.Contains(stdout, "Ready: no blockers") {
 		t.Errorf("check with audit excluded: exit %d, want 0\n%s%s", code, stdout, stderr)
+	}
+}
+
+func TestMigrateSchemaThenVerify(t *testing.T) {
+	source := pgtest.Shared(t, pgtest.SourceMajor())
+	target := pgtest.Shared(t, pgtest.TargetMajor())
+	sourceDB, targetDB := source.CreateDatabase(t), target.CreateDatabase(t)
+	source.Exec(t, sourceDB, `CREATE TABLE customers (id bigint PRIMARY KEY, email text UNIQUE);
+		CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint REFERENCES customers, note text);
+		CREATE INDEX orders_note ON orders (note);
+		CREATE TABLE scratch (id int);
+		CREATE VIEW scratch_view AS SELECT * FROM scratch`)
+	args := []string{"--source", source.ConnString(sourceDB), "--target", target.ConnString(targetDB)}
+
+	code, stdout, stderr := pgleap(t, nil, append([]string{"migrate", "--schema-only", "--exclude", "public.scratch", "--index-jobs", "2"}, args...)...)
+	if code != exitOK {
+		t.Fatalf("migrate: exit %d\n%s%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"pre-data restored", "view public.scratch_view: depends on table public.scratch, which is excluded"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("migrate output lacks %q:\n%s", want, stdout)
+		}
+	}
+	code, stdout, _ = pgleap(t, nil, append([]string{"verify", "--schema"}, args...)...)
+	if code != exitOK || !strings.Contains(stdout, "schema identical") {
+		t.Fatalf("verify after migrate: exit %d\n%s", code, stdout)
+	}
+	// Running migrate again resumes a finished migration: nothing to do.
+	code, stdout, _ = pgleap(t, nil, append([]string{"migrate", "--schema-only", "--exclude", "public.scratch"}, args...)...)
+	if code != exitOK || !strings.Contains(stdout, "post-data: 0 steps built now") {
+		t.Errorf("second migrate: exit %d\n%s", code, stdout)
+	}
+	// Another selection against the same target is refused rather than mixed in.
+	code, _, stderr = pgleap(t, nil, append([]string{"migrate", "--schema-only"}, args...)...)
+	if code != exitCannotRun || !strings.Contains(stderr, "another migration") {
+		t.Errorf("migrate with another selection: exit %d, %s", code, stderr)
+	}
+
+	target.Exec(t, targetDB, "DROP INDEX orders_note")
+	code, stdout, _ = pgleap(t, nil, append([]string{"verify", "--schema", "--json"}, args...)...)
+	if code != exitAnswerNo || !strings.Contains(stdout, `"orders.orders_note"`) {
+		t.Errorf("verify after dropping an index: exit %d\n%s", code, stdout)
 	}
 }

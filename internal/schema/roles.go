@@ -9,10 +9,10 @@ import (
 )
 
 // managedRolePrefixes name roles that a managed service creates on every server: they exist
-// on the target already, or must not be created there.
-var managedRolePrefixes = []string{"pg_", "rds", "azure", "cloudsql", "alloydb"}
+// on the target already, or must not be created there, and only the service grants them.
+var managedRolePrefixes = []string{"rds", "azure", "cloudsql", "alloydb"}
 
-func isServiceRole(name string) bool {
+func isManagedRole(name string) bool {
 	for _, prefix := range managedRolePrefixes {
 		if strings.HasPrefix(name, prefix) {
 			return true
@@ -20,6 +20,10 @@ func isServiceRole(name string) bool {
 	}
 	return false
 }
+
+// isServiceRole: PostgreSQL's own roles (pg_monitor, ...) and a managed service's are never
+// created; memberships in PostgreSQL's are carried, in a service's are not.
+func isServiceRole(name string) bool { return strings.HasPrefix(name, "pg_") || isManagedRole(name) }
 
 // RolePlan is what the roles step runs on the target, and what it leaves to the user.
 type RolePlan struct {
@@ -84,7 +88,15 @@ func planRoles(script string, targetRoles []string, passwordsCopied, targetSuper
 		case upper(words[0]) == "GRANT":
 			// GRANT granted TO grantee [WITH ADMIN OPTION] [GRANTED BY grantor]
 			to := slices.IndexFunc(words, func(w string) bool { return upper(w) == "TO" })
-			if to != 2 || to+1 >= len(words) || !exists(words[1]) || !exists(words[to+1]) {
+			if to != 2 || to+1 >= len(words) {
+				continue
+			}
+			if isManagedRole(words[1]) && creates[words[to+1]] {
+				warnings = append(warnings, fmt.Sprintf("role %s is not made a member of %s: only the managed service grants its roles; grant it on the target if needed",
+					pg.QuoteIdent(words[to+1]), pg.QuoteIdent(words[1])))
+				continue
+			}
+			if !exists(words[1]) || !exists(words[to+1]) {
 				continue
 			}
 			if !creates[words[1]] && !creates[words[to+1]] {

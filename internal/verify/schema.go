@@ -15,9 +15,10 @@ import (
 )
 
 // schemaObject is one object as both sides list it. Name is unquoted and dotted below the
-// schema (table.column, table.index); Table is the table it belongs to, if any.
+// schema (table.column, table.index); Table is the table it belongs to, if any, and
+// Relation the table, view or sequence it belongs to or is.
 type schemaObject struct {
-	Kind, Schema, Table, Name string
+	Kind, Schema, Table, Relation, Name string
 }
 
 // userObjectsSQL lists every user object with the table it belongs to. Objects of
@@ -37,53 +38,53 @@ rel AS (
 )
 SELECT CASE relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'f' THEN 'foreign table' WHEN 'v' THEN 'view'
                     WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence' WHEN 'c' THEN 'type' END,
-       nspname, CASE WHEN relkind IN ('r', 'p', 'f') THEN relname ELSE '' END, relname
+       nspname, CASE WHEN relkind IN ('r', 'p', 'f') THEN relname ELSE '' END, relname, relname
 FROM rel WHERE relkind IN ('r', 'p', 'f', 'v', 'm', 'S', 'c')
 UNION ALL
-SELECT 'column', r.nspname, r.relname,
+SELECT 'column', r.nspname, CASE WHEN r.relkind IN ('r', 'p', 'f') THEN r.relname ELSE '' END, r.relname,
        r.relname || '.' || a.attname || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod)
          || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
 FROM rel r JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid
 WHERE r.relkind IN ('r', 'p', 'f', 'v', 'm') AND a.attnum > 0 AND NOT a.attisdropped
 UNION ALL
-SELECT 'index', r.nspname, r.relname, r.relname || '.' || i.relname
+SELECT 'index', r.nspname, CASE WHEN r.relkind IN ('r', 'p', 'f') THEN r.relname ELSE '' END, r.relname, r.relname || '.' || i.relname
 FROM rel r JOIN pg_catalog.pg_index x ON x.indrelid = r.oid JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
 UNION ALL
 SELECT 'constraint ' || CASE c.contype WHEN 'p' THEN 'primary key' WHEN 'u' THEN 'unique' WHEN 'f' THEN 'foreign key'
                                        WHEN 'c' THEN 'check' WHEN 'x' THEN 'exclusion' WHEN 't' THEN 'trigger' END,
-       r.nspname, r.relname, r.relname || '.' || c.conname
+       r.nspname, r.relname, r.relname, r.relname || '.' || c.conname
 FROM rel r JOIN pg_catalog.pg_constraint c ON c.conrelid = r.oid
 WHERE c.contype IN ('p', 'u', 'f', 'c', 'x', 't')
 UNION ALL
-SELECT 'trigger', r.nspname, r.relname, r.relname || '.' || t.tgname
+SELECT 'trigger', r.nspname, r.relname, r.relname, r.relname || '.' || t.tgname
 FROM rel r JOIN pg_catalog.pg_trigger t ON t.tgrelid = r.oid WHERE NOT t.tgisinternal
 UNION ALL
-SELECT 'policy', r.nspname, r.relname, r.relname || '.' || p.polname
+SELECT 'policy', r.nspname, r.relname, r.relname, r.relname || '.' || p.polname
 FROM rel r JOIN pg_catalog.pg_policy p ON p.polrelid = r.oid
 UNION ALL
 SELECT CASE p.prokind WHEN 'p' THEN 'procedure' WHEN 'a' THEN 'aggregate' WHEN 'w' THEN 'window function' ELSE 'function' END,
-       n.nspname, '', p.proname || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')'
+       n.nspname, '', '', p.proname || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')'
 FROM pg_catalog.pg_proc p JOIN user_ns n ON n.oid = p.pronamespace
 WHERE ('pg_catalog.pg_proc'::regclass, p.oid) NOT IN (SELECT classid, objid FROM ext)
 UNION ALL
 SELECT CASE t.typtype WHEN 'e' THEN 'type (enum)' WHEN 'd' THEN 'type (domain)' WHEN 'r' THEN 'type (range)'
                       WHEN 'm' THEN 'type (multirange)' ELSE 'type' END,
-       n.nspname, '', t.typname
+       n.nspname, '', '', t.typname
 FROM pg_catalog.pg_type t JOIN user_ns n ON n.oid = t.typnamespace
 WHERE t.typtype IN ('b', 'd', 'e', 'r') AND t.typcategory <> 'A'
   AND ('pg_catalog.pg_type'::regclass, t.oid) NOT IN (SELECT classid, objid FROM ext)
 UNION ALL
-SELECT 'extension', '', '', extname FROM pg_catalog.pg_extension WHERE extname <> 'plpgsql'
+SELECT 'extension', '', '', '', extname FROM pg_catalog.pg_extension WHERE extname <> 'plpgsql'
 UNION ALL
-SELECT 'schema', nspname, '', nspname FROM user_ns
+SELECT 'schema', nspname, '', '', nspname FROM user_ns
 WHERE (('pg_catalog.pg_namespace'::regclass, oid) NOT IN (SELECT classid, objid FROM ext))
 UNION ALL
-SELECT 'grant', r.nspname, CASE WHEN r.relkind IN ('r', 'p', 'f') THEN r.relname ELSE '' END,
+SELECT 'grant', r.nspname, CASE WHEN r.relkind IN ('r', 'p', 'f') THEN r.relname ELSE '' END, r.relname,
        r.relname || ' ' || a.privilege_type || ' to ' || CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END
 FROM rel r, LATERAL pg_catalog.aclexplode(r.relacl) a
 WHERE r.relacl IS NOT NULL
 UNION ALL
-SELECT 'grant', n.nspname, '', 'schema ' || a.privilege_type || ' to ' || CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END
+SELECT 'grant', n.nspname, '', '', 'schema ' || a.privilege_type || ' to ' || CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END
 FROM user_ns n JOIN pg_catalog.pg_namespace ns ON ns.oid = n.oid, LATERAL pg_catalog.aclexplode(ns.nspacl) a
 WHERE ns.nspacl IS NOT NULL`
 
@@ -165,8 +166,9 @@ func inMigration(o schemaObject, selection config.TableFilter, skipped []state.S
 	}
 	for _, s := range skipped {
 		// Skipped objects are named as pg_restore -l names them: schema, then the tag, which
-		// for objects of a table is "table name".
-		if s.Name == o.Schema+"."+o.Name || s.Name == o.Schema+"."+strings.Replace(o.Name, ".", " ", 1) {
+		// for objects of a table is "table name". What belongs to a skipped view goes with it.
+		if s.Name == o.Schema+"."+o.Name || s.Name == o.Schema+"."+strings.Replace(o.Name, ".", " ", 1) ||
+			(o.Relation != "" && o.Relation != o.Table && s.Name == o.Schema+"."+o.Relation) {
 			return false
 		}
 	}
