@@ -18,16 +18,17 @@ const (
 // Entry is one item of a pg_dump archive's table of contents: an object with the SQL that
 // creates it and the entries it depends on.
 type Entry struct {
-	DumpID    int
-	TableOID  uint32 // the catalog the object lives in (pg_class, pg_constraint, ...)
-	OID       uint32 // the object's OID on the source
-	Tag       string // its name, as pg_restore -l prints it
-	Desc      string // its kind: TABLE, INDEX, FK CONSTRAINT, ACL, ...
-	Section   int    // as recorded; SectionNone entries take their place in the TOC's order
-	Defn      string // the SQL that creates it
-	Namespace string
-	Owner     string
-	Deps      []int
+	DumpID     int
+	TableOID   uint32 // the catalog the object lives in (pg_class, pg_constraint, ...)
+	OID        uint32 // the object's OID on the source
+	Tag        string // its name, as pg_restore -l prints it
+	Desc       string // its kind: TABLE, INDEX, FK CONSTRAINT, ACL, ...
+	Section    int    // as recorded; SectionNone entries take their place in the TOC's order
+	Defn       string // the SQL that creates it
+	Namespace  string
+	Tablespace string
+	Owner      string
+	Deps       []int
 }
 
 // Archive is the table of contents of a custom-format (pg_dump -Fc) archive.
@@ -129,7 +130,7 @@ func (r *archiveReader) entry() (Entry, error) {
 	r.str() // drop statement
 	r.str() // copy statement
 	e.Namespace, _ = r.str()
-	r.str() // tablespace
+	e.Tablespace, _ = r.str()
 	if r.version >= archiveV1_14 {
 		r.str() // table access method
 	}

@@ -90,10 +90,14 @@ func (s *Stage) planPostData(ctx context.Context) ([]*task, error) {
 	for _, e := range entries {
 		t := &task{id: "post-data:" + strconv.Itoa(e.DumpID), label: strings.ToLower(e.Desc) + " " + entryName(e), sql: []string{e.Defn}}
 		t.after, t.tables = s.prerequisites(e, refreshOf)
+		if s.opts.KeepTablespaces && e.Tablespace != "" {
+			t.sql = append([]string{"SET LOCAL default_tablespace = " + pg.QuoteIdent(e.Tablespace)}, t.sql...)
+		}
 		c, known := constraints[e.OID]
 		switch {
 		case e.Desc == "CONSTRAINT" && known && (c.Type == "p" || c.Type == "u") && !c.Deferrable && !c.Partitioned && c.IndexDef != "":
-			build := &task{id: t.id + ":index", label: "index for " + t.label, sql: []string{c.IndexDef}, after: t.after, tables: t.tables}
+			settings := slices.Clip(t.sql[:len(t.sql)-1]) // the tablespace, if kept
+			build := &task{id: t.id + ":index", label: "index for " + t.label, sql: append(settings, c.IndexDef), after: t.after, tables: t.tables}
 			kind := "PRIMARY KEY"
 			if c.Type == "u" {
 				kind = "UNIQUE"
