@@ -7,10 +7,13 @@ import (
 	"io"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pgleap/pgleap/internal/config"
+	datacopy "github.com/pgleap/pgleap/internal/copy"
+	"github.com/pgleap/pgleap/internal/monitor"
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/schema"
 )
@@ -19,26 +22,40 @@ func init() { commands = append(commands, newMigrateCommand) }
 
 func newMigrateCommand(c *cli) *cobra.Command {
 	opts := schema.Options{IndexJobs: runtime.NumCPU()}
-	var schemaOnly bool
+	copyOpts := datacopy.Options{Jobs: runtime.NumCPU(), Format: "auto"}
+	var schemaOnly, noFollow bool
+	var splitLargerThan, maxRate string
 	var tables config.TableFilter
 	cmd := &cobra.Command{
 		Use:   "migrate",
 		Short: "Copy the source's roles and schema into the target",
-		Long: `migrate copies the source database into the target. With --schema-only it copies the
-roles and the schema: roles from pg_dumpall (without passwords unless --copy-passwords),
-then pg_dump's pre-data (types, functions, tables, views...), then post-data (indexes,
-constraints, triggers, policies) built in parallel, primary keys and unique constraints as
-index builds, foreign keys added NOT VALID and validated last.
+		Long: `migrate copies the source database into the target:
+  1. roles, from pg_dumpall (without passwords unless --copy-passwords);
+  2. pre-data from pg_dump (types, functions, tables without indexes, views...);
+  3. the rows of every selected table, at one consistent snapshot of the source taken with
+     a logical replication slot, --jobs tables or chunks at a time, largest first; tables
+     larger than --split-larger-than are copied in ranges in parallel;
+  4. post-data (indexes, constraints, triggers, policies), each table's as soon as its rows
+     are in, primary keys and unique constraints as index builds, foreign keys added NOT
+     VALID and validated last; materialized views refreshed; then ANALYZE.
+--schema-only stops before the rows. --no-follow (a cold copy) stops after post-data; this
+version of pgleap does not stream changes yet, so a data copy needs --no-follow.
 
 Every step is recorded in the target's pgleap schema: run the same command again after a
-failure or Ctrl-C and it resumes where it stopped. The data copy and streaming are not part
-of this version of pgleap yet.`,
-		Example: `  pgleap migrate --schema-only --source 'host=old-db dbname=shop' --target 'host=new-db dbname=shop'
-  pgleap migrate --schema-only --exclude 'archive.*' --index-jobs 4`,
+failure, Ctrl-C or a crash and it resumes where it stopped, copying only what is missing.`,
+		Example: `  pgleap migrate --no-follow --source 'host=old-db dbname=shop' --target 'host=new-db dbname=shop'
+  pgleap migrate --schema-only --exclude 'archive.*' --index-jobs 4
+  pgleap migrate --no-follow --jobs 4 --max-copy-rate 100MB`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !schemaOnly {
-				return &usageError{errors.New("this version of pgleap migrates the schema only: pass --schema-only")}
+			if !schemaOnly && !noFollow {
+				return &usageError{errors.New("this version of pgleap does not stream changes yet: pass --no-follow for a cold copy, or --schema-only")}
+			}
+			if err := parseSizes(&copyOpts, splitLargerThan, maxRate); err != nil {
+				return err
+			}
+			if copyOpts.Format != "auto" && copyOpts.Format != "binary" && copyOpts.Format != "text" {
+				return &usageError{fmt.Errorf("--copy-format %q: want auto, binary or text", copyOpts.Format)}
 			}
 			resolved, err := c.connections("source", "target")
 			if err != nil {
@@ -50,31 +67,75 @@ of this version of pgleap yet.`,
 				return &usageError{err}
 			}
 			ctx := cmd.Context()
+			if !schemaOnly {
+				copyOpts.Source, copyOpts.Target, copyOpts.Tables, copyOpts.Logger = opts.Source, opts.Target, opts.Tables, c.logger
+				progress := monitor.NewCopyProgress(c.stderr, c.logger, 10*time.Second)
+				copyOpts.Progress = progress
+				result, err := datacopy.FullLoad(ctx, opts, copyOpts)
+				progress.Close()
+				if err != nil {
+					return err
+				}
+				if c.json {
+					return writeJSON(c.stdout, result)
+				}
+				return writeFullLoadResult(c.stdout, result)
+			}
 			stage, err := schema.Prepare(ctx, opts)
 			if err != nil {
 				return err
 			}
 			defer stage.Close()
-			result, err := stage.Run(ctx, nil)
+			result, err := stage.Run(ctx)
 			if err != nil {
 				return err
 			}
 			if c.json {
-				enc := json.NewEncoder(c.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(result)
+				return writeJSON(c.stdout, result)
 			}
 			return writeSchemaResult(c.stdout, result)
 		},
 	}
 	flags := cmd.Flags()
 	flags.BoolVar(&schemaOnly, "schema-only", false, "copy roles and schema, not rows")
+	flags.BoolVar(&noFollow, "no-follow", false, "stop after the copy and post-data (a cold copy); do not stream changes")
+	cmd.MarkFlagsMutuallyExclusive("schema-only", "no-follow")
+	flags.IntVar(&copyOpts.Jobs, "jobs", copyOpts.Jobs, "tables or chunks copied at once")
+	flags.StringVar(&splitLargerThan, "split-larger-than", "1GB", "copy tables larger than this in parallel ranges (0: never)")
+	flags.StringVar(&maxRate, "max-copy-rate", "0", "cap on bytes per second read from the source across all workers, such as 50MB (0: no cap)")
+	flags.StringVar(&copyOpts.Format, "copy-format", copyOpts.Format, "COPY format: auto (binary where exact between the majors, else text), binary or text")
 	flags.StringVar(&opts.PgBin, "pg-bin", "", "directory holding pg_dump, pg_dumpall and pg_restore (default: $PATH, then the newest /usr/lib/postgresql/*/bin)")
 	flags.IntVar(&opts.IndexJobs, "index-jobs", opts.IndexJobs, "indexes and constraints built at once")
 	flags.BoolVar(&opts.CopyPasswords, "copy-passwords", false, "carry role password verifiers (the source role must read pg_authid: a self-managed superuser)")
 	flags.BoolVar(&opts.KeepTablespaces, "keep-tablespaces", false, "keep tablespace clauses (the tablespaces must exist on the target); default: the target's default tablespace")
 	c.addTableFlags(cmd, &tables.Include, &tables.Exclude)
 	return cmd
+}
+
+func parseSizes(opts *datacopy.Options, splitLargerThan, maxRate string) error {
+	var err error
+	if opts.SplitLargerThan, err = config.ParseBytes(splitLargerThan); err != nil {
+		return &usageError{fmt.Errorf("--split-larger-than: %w", err)}
+	}
+	if opts.MaxRate, err = config.ParseBytes(maxRate); err != nil {
+		return &usageError{fmt.Errorf("--max-copy-rate: %w", err)}
+	}
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func writeFullLoadResult(w io.Writer, r *datacopy.FullLoadResult) error {
+	c := r.Copy
+	if _, err := fmt.Fprintf(w, "full load done in %s: %d rows, %s in %d units (%d done by an earlier run), %d large objects; %d tables analyzed\n",
+		r.Duration.Round(time.Millisecond), c.Rows, monitor.HumanBytes(c.Bytes), c.Items, c.ItemsDoneEarlier, c.LargeObjects, r.Analyzed); err != nil {
+		return err
+	}
+	return writeSchemaResult(w, r.Schema)
 }
 
 // mergeTables takes the flags' table patterns, or the config file's when no flag sets any.
@@ -87,7 +148,11 @@ func mergeTables(flags, fromConfig config.TableFilter) config.TableFilter {
 
 func writeSchemaResult(w io.Writer, r *schema.Result) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "schema copied in %s with %s (%s)\n", r.Duration.Round(1e6), r.Tools.PgDump, r.Tools.Version)
+	if r.Duration > 0 {
+		fmt.Fprintf(&b, "schema copied in %s with %s (%s)\n", r.Duration.Round(time.Millisecond), r.Tools.PgDump, r.Tools.Version)
+	} else {
+		fmt.Fprintf(&b, "schema copied with %s (%s)\n", r.Tools.PgDump, r.Tools.Version)
+	}
 	fmt.Fprintf(&b, "  roles: %d created, %d already on the target\n", len(r.Roles.Created), len(r.Roles.Existing))
 	if r.PreDataRestored {
 		fmt.Fprintf(&b, "  pre-data restored\n")

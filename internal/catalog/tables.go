@@ -36,9 +36,13 @@ type Table struct {
 	IdentityIndex   string // the index named by REPLICA IDENTITY USING INDEX
 	// CandidateKey is a unique, non-partial index on NOT NULL columns only, which could
 	// become the replica identity of a table without a primary key.
-	CandidateKey  string
-	PartitionOf   string // the parent's qualified name, for a partition
-	Bytes         int64  // heap, indexes and TOAST
+	CandidateKey string
+	PartitionOf  string // the parent's qualified name, for a partition
+	// IntegerKey is the column of a single-column primary key of type smallint, integer or
+	// bigint: a big table can be copied in ranges of it.
+	IntegerKey    string
+	Bytes         int64 // heap, indexes and TOAST
+	DataBytes     int64 // heap and TOAST: what a copy reads
 	ToastBytes    int64
 	RowEstimate   int64 // from the last ANALYZE or VACUUM; -1 when never analyzed
 	CanSelect     bool  // the connecting role may read it
@@ -90,7 +94,12 @@ SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relpersistence = 'u', c.r
                  JOIN pg_catalog.pg_class pc ON pc.oid = inh.inhparent
                  JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace
                  WHERE c.relispartition AND inh.inhrelid = c.oid), '{}'),
+       coalesce((SELECT a.attname FROM pg_catalog.pg_constraint con
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1]
+                 WHERE con.conrelid = c.oid AND con.contype = 'p' AND cardinality(con.conkey) = 1
+                   AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)), ''),
        CASE WHEN c.relkind = 'r' THEN pg_catalog.pg_total_relation_size(c.oid) ELSE 0 END,
+       CASE WHEN c.relkind = 'r' THEN pg_catalog.pg_table_size(c.oid) ELSE 0 END,
        CASE WHEN c.reltoastrelid <> 0 THEN pg_catalog.pg_relation_size(c.reltoastrelid) ELSE 0 END,
        CASE WHEN c.relkind = 'r' AND c.relpages = 0 AND c.reltuples <= 0 THEN -1 ELSE greatest(c.reltuples, 0) END::bigint,
        pg_catalog.has_schema_privilege(n.oid, 'USAGE') AND pg_catalog.has_table_privilege(c.oid, 'SELECT'),
@@ -129,8 +138,8 @@ func Tables(ctx context.Context, conn *pgx.Conn) ([]Table, error) {
 		var t Table
 		var parent []string
 		err := row.Scan(&t.OID, &t.Schema, &t.Name, &t.Kind, &t.Unlogged, &t.ReplicaIdentity, &t.Owner,
-			&t.PrimaryKey, &t.IdentityIndex, &t.CandidateKey, &parent,
-			&t.Bytes, &t.ToastBytes, &t.RowEstimate, &t.CanSelect, &t.OwnedByCaller)
+			&t.PrimaryKey, &t.IdentityIndex, &t.CandidateKey, &parent, &t.IntegerKey,
+			&t.Bytes, &t.DataBytes, &t.ToastBytes, &t.RowEstimate, &t.CanSelect, &t.OwnedByCaller)
 		t.PartitionOf = qualify(parent)
 		return t, err
 	})

@@ -35,7 +35,7 @@ func TestTables(t *testing.T) {
 		t.Fatalf("got %d tables, want 4 (hstore owns none): %v", len(tables), byName)
 	}
 	orders := byName[`"Sales"."Orders"`]
-	if orders.PrimaryKey != "Orders_pkey" || !orders.CanSelect || !orders.OwnedByCaller || orders.RowEstimate != -1 {
+	if orders.PrimaryKey != "Orders_pkey" || orders.IntegerKey != "id" || !orders.CanSelect || !orders.OwnedByCaller || orders.RowEstimate != -1 {
 		t.Errorf("Orders = %+v", orders)
 	}
 	wantColumns := []Column{
@@ -53,7 +53,7 @@ func TestTables(t *testing.T) {
 		}
 	}
 	keyless := byName[`"public"."keyless"`]
-	if keyless.PrimaryKey != "" || keyless.CandidateKey != "keyless_code" || keyless.RowEstimate != 1000 || keyless.Bytes == 0 {
+	if keyless.PrimaryKey != "" || keyless.IntegerKey != "" || keyless.DataBytes == 0 || keyless.DataBytes >= keyless.Bytes || keyless.CandidateKey != "keyless_code" || keyless.RowEstimate != 1000 || keyless.Bytes == 0 {
 		t.Errorf("keyless = %+v", keyless)
 	}
 	if keyless.Columns[1].Collation != `"pg_catalog"."C"` {

@@ -168,3 +168,16 @@ func TestExcludesSchema(t *testing.T) {
 		}
 	}
 }
+
+func TestParseBytes(t *testing.T) {
+	for in, want := range map[string]int64{"1GB": 1 << 30, "512MB": 512 << 20, "1.5GB": 3 << 29, "100": 100, "64kb": 64 << 10, "0": 0} {
+		if got, err := ParseBytes(in); err != nil || got != want {
+			t.Errorf("ParseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "GB", "-1MB", "ten"} {
+		if _, err := ParseBytes(bad); err == nil {
+			t.Errorf("ParseBytes(%q) accepted it", bad)
+		}
+	}
+}

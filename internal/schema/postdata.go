@@ -191,7 +191,10 @@ var postDataSettings = map[string]string{
 
 const retryAttempts = 3
 
-func (s *Stage) buildPostData(ctx context.Context, tablesCopied <-chan [2]string, res *Result) error {
+// BuildPostData builds indexes, constraints, triggers and the rest, each as soon as the
+// tables it stands on are copied: tablesCopied delivers each copied table and is closed when
+// the copy ends; nil means every table is copied already.
+func (s *Stage) BuildPostData(ctx context.Context, tablesCopied <-chan [2]string, res *Result) error {
 	tasks, err := s.planPostData(ctx)
 	if err != nil {
 		return err

@@ -200,10 +200,24 @@ func (s *Stage) runTool(ctx context.Context, program, connString string, args ..
 	return out, nil
 }
 
-// Run restores roles and pre-data, then builds post-data once tablesCopied says each
-// table's rows are in; nil means the data is already there (or there is none to copy).
-func (s *Stage) Run(ctx context.Context, tablesCopied <-chan [2]string) (*Result, error) {
+// Run restores the whole schema of a database whose rows are already there, or that
+// has none to copy: Restore, then BuildPostData.
+func (s *Stage) Run(ctx context.Context) (*Result, error) {
 	start := time.Now()
+	res, err := s.Restore(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.BuildPostData(ctx, nil, res); err != nil {
+		return nil, err
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+// Restore creates the roles and the pre-data objects (tables without indexes, types,
+// functions, views...): what the data copy needs.
+func (s *Stage) Restore(ctx context.Context) (*Result, error) {
 	res := &Result{Tools: s.tools, Skipped: s.plan.Skipped}
 	if err := s.restoreRoles(ctx, res); err != nil {
 		return nil, err
@@ -211,10 +225,6 @@ func (s *Stage) Run(ctx context.Context, tablesCopied <-chan [2]string) (*Result
 	if err := s.restorePreData(ctx, res); err != nil {
 		return nil, err
 	}
-	if err := s.buildPostData(ctx, tablesCopied, res); err != nil {
-		return nil, err
-	}
-	res.Duration = time.Since(start)
 	return res, nil
 }
 

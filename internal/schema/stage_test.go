@@ -199,7 +199,7 @@ func runStage(t *testing.T, opts Options) *Result {
 		t.Fatal(err)
 	}
 	defer stage.Close()
-	result, err := stage.Run(ctx, nil)
+	result, err := stage.Run(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

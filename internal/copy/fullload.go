@@ -1,0 +1,135 @@
+package copy
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgleap/pgleap/internal/pg"
+	"github.com/pgleap/pgleap/internal/schema"
+)
+
+// FullLoadResult says what a full load did.
+type FullLoadResult struct {
+	Schema   *schema.Result
+	Copy     *Result
+	Analyzed int
+	Duration time.Duration
+}
+
+// FullLoad brings the target to "every row copied, every index and constraint built":
+// roles and pre-data, then the copy, with each table's post-data built as soon as its rows
+// are in while other tables still copy, then fresh optimizer statistics (they do not travel
+// with the data) and autovacuum set back as on the source.
+func FullLoad(ctx context.Context, schemaOpts schema.Options, copyOpts Options) (*FullLoadResult, error) {
+	start := time.Now()
+	stage, err := schema.Prepare(ctx, schemaOpts)
+	if err != nil {
+		return nil, err
+	}
+	defer stage.Close()
+	res := &FullLoadResult{}
+	if res.Schema, err = stage.Restore(ctx); err != nil {
+		return nil, err
+	}
+	tables := stage.Plan().Tables()
+	copied := make(chan [2]string, len(tables)+1) // each table is reported once: sends never block
+	copyOpts.TableCopied = func(schema, table string) { copied <- [2]string{schema, table} }
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return stage.BuildPostData(gctx, copied, res.Schema) })
+	g.Go(func() error {
+		var err error
+		if res.Copy, err = Run(gctx, copyOpts); err != nil {
+			return err // copied stays open: post-data must not take half-copied tables as done
+		}
+		close(copied)
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if res.Analyzed, err = analyze(ctx, copyOpts, tables); err != nil {
+		return nil, err
+	}
+	if err := restoreAutovacuum(ctx, copyOpts, tables); err != nil {
+		return nil, err
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+// analyze gathers optimizer statistics for every table, jobs at a time, so the new server
+// plans queries well from its first read.
+func analyze(ctx context.Context, opts Options, tables [][2]string) (int, error) {
+	cfg, err := pgxpool.ParseConfig("")
+	if err != nil {
+		return 0, err
+	}
+	if cfg.ConnConfig, err = pg.ParseConfig(pg.Target, opts.Target); err != nil {
+		return 0, err
+	}
+	cfg.MaxConns = int32(max(opts.Jobs, 1))
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return 0, fmt.Errorf("connect to target for ANALYZE: %w", err)
+	}
+	defer pool.Close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(opts.Jobs, 1))
+	for _, t := range tables {
+		g.Go(func() error {
+			name := pg.QualifiedName(t[0], t[1])
+			if _, err := pool.Exec(gctx, "ANALYZE "+name); err != nil {
+				return fmt.Errorf("analyze %s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	return len(tables), g.Wait()
+}
+
+// restoreAutovacuum gives each loaded table the autovacuum setting it has on the source.
+func restoreAutovacuum(ctx context.Context, opts Options, tables [][2]string) error {
+	source, err := pg.Connect(ctx, pg.Source, opts.Source)
+	if err != nil {
+		return err
+	}
+	defer source.Close(context.Background())
+	target, err := pg.Connect(ctx, pg.Target, opts.Target)
+	if err != nil {
+		return err
+	}
+	defer target.Close(context.Background())
+	for _, t := range tables {
+		name := pg.QualifiedName(t[0], t[1])
+		var table, toast *string
+		err := source.QueryRow(ctx, `
+			SELECT (SELECT option_value FROM pg_catalog.pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_enabled'),
+			       (SELECT option_value FROM pg_catalog.pg_options_to_table(tc.reloptions) WHERE option_name = 'autovacuum_enabled')
+			FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_class tc ON tc.oid = c.reltoastrelid
+			WHERE c.oid = $1::regclass AND c.relkind = 'r'`, name).Scan(&table, &toast)
+		if err == pgx.ErrNoRows {
+			continue // a partitioned parent: no storage, no autovacuum
+		}
+		if err != nil {
+			return fmt.Errorf("read autovacuum setting of %s on the source: %w", name, err)
+		}
+		for _, setting := range []struct {
+			option string
+			value  *string
+		}{{"autovacuum_enabled", table}, {"toast.autovacuum_enabled", toast}} {
+			sql := fmt.Sprintf("ALTER TABLE %s RESET (%s)", name, setting.option)
+			if setting.value != nil {
+				sql = fmt.Sprintf("ALTER TABLE %s SET (%s = %s)", name, setting.option, pg.QuoteLiteral(*setting.value))
+			}
+			if _, err := target.Exec(ctx, sql); err != nil {
+				return fmt.Errorf("set autovacuum back on %s: %w", name, err)
+			}
+		}
+	}
+	return nil
+}
