@@ -5,14 +5,32 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/pgtest"
+	"github.com/pgleap/pgleap/internal/verify"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+// cliEnv makes the test binary act as the pgleap command, so tests can run it as a process
+// of its own (to kill it) without building another binary.
+const cliEnv = "PGLEAP_TEST_AS_CLI"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(cliEnv) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+		stop()
+		os.Exit(code)
+	}
+	pgtest.Main(m)
+}
 
 // pgleap runs one command line in-process, as main does, with env as the environment.
 func pgleap(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
@@ -27,6 +45,7 @@ func pgleap(t *testing.T, env map[string]string, args ...string) (code int, stdo
 var connectingCommands = [][]string{
 	{"check"},
 	{"migrate", "--schema-only"},
+	{"migrate", "--no-follow"},
 	{"verify", "--schema"},
 }
 
@@ -71,7 +90,9 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"missing target", []string{"check", "--source", "host=a"}, "--target"},
 		{"bad pattern", []string{"check", "--source", "host=a", "--target", "host=b", "--include", "x.[y"}, "table pattern"},
 		{"bad log level", []string{"check", "--log-level", "loud"}, "--log-level"},
-		{"migrate without a mode", []string{"migrate", "--source", "host=a", "--target", "host=b"}, "--schema-only"},
+		{"migrate without a mode", []string{"migrate", "--source", "host=a", "--target", "host=b"}, "--no-follow"},
+		{"two modes", []string{"migrate", "--schema-only", "--no-follow"}, "none of the others"},
+		{"bad size", []string{"migrate", "--no-follow", "--split-larger-than", "big"}, "--split-larger-than"},
 		{"verify without a mode", []string{"verify", "--source", "host=a", "--target", "host=b"}, "--schema"},
 		{"missing config", []string{"check", "--config", "/nonexistent/pgleap.yaml"}, "pgleap.yaml"},
 	}
@@ -210,5 +231,113 @@ func TestMigrateSchemaThenVerify(t *testing.T) {
 	code, stdout, _ = pgleap(t, nil, append([]string{"verify", "--schema", "--json"}, args...)...)
 	if code != exitAnswerNo || !strings.Contains(stdout, `"orders.orders_note"`) {
 		t.Errorf("verify after dropping an index: exit %d\n%s", code, stdout)
+	}
+}
+
+// digests hashes every row of every table on one side.
+func digests(t *testing.T, connString string) map[string]verify.TableDigest {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pg.Connect(ctx, pg.Source, connString)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	d, err := verify.DigestTables(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestKilledMidCopyResumes kills pgleap (SIGKILL: no chance to clean up) while it copies,
+// then runs it again: the rerun keeps what was committed, copies the rest, and the rows
+// equal the source's.
+func TestKilledMidCopyResumes(t *testing.T) {
+	source := pgtest.Shared(t, pgtest.SourceMajor())
+	target := pgtest.Shared(t, pgtest.TargetMajor())
+	sourceDB, targetDB := source.CreateDatabase(t), target.CreateDatabase(t)
+	source.Exec(t, sourceDB, `CREATE TABLE big (id bigint PRIMARY KEY, payload text);
+		INSERT INTO big SELECT g, repeat(md5(g::text), 6) FROM generate_series(1, 120000) g;
+		CREATE TABLE small (id int PRIMARY KEY, ref bigint REFERENCES big);
+		INSERT INTO small SELECT g, g FROM generate_series(1, 1000) g;
+		ANALYZE`)
+	sourceConn, targetConn := source.ConnString(sourceDB), target.ConnString(targetDB)
+	args := []string{"migrate", "--no-follow", "--source", sourceConn, "--target", targetConn, "--jobs", "2", "--split-larger-than", "2MB"}
+
+	// The rate cap stretches the copy to several seconds, so the kill lands in the middle.
+	cmd := exec.Command(os.Args[0], append(args, "--max-copy-rate", "3MB")...)
+	cmd.Env = append(os.Environ(), cliEnv+"=1")
+	var output bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &output, &output
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tc := target.Conn(t, targetDB)
+	ctx := context.Background()
+	finishedBefore := map[string]time.Time{}
+	deadline := time.Now().Add(60 * time.Second)
+	for len(finishedBefore) < 2 {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("no chunk finished within a minute:\n%s", output.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+		rows, err := tc.Query(ctx, `SELECT table_name || ' ' || chunk, finished_at FROM pgleap.copy_item WHERE finished_at IS NOT NULL`)
+		if err != nil {
+			continue // the state schema is not there yet
+		}
+		for rows.Next() {
+			var key string
+			var at time.Time
+			if err := rows.Scan(&key, &at); err == nil {
+				finishedBefore[key] = at
+			}
+		}
+		rows.Close()
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	var total, finished int
+	if err := tc.QueryRow(ctx, "SELECT count(*), count(finished_at) FROM pgleap.copy_item").Scan(&total, &finished); err != nil {
+		t.Fatal(err)
+	}
+	if finished == total {
+		t.Fatalf("the copy had finished (%d units) before the kill: nothing left to resume", total)
+	}
+
+	// The temporary slot went with the killed process: nothing keeps WAL on the source.
+	sc := source.Conn(t, sourceDB)
+	for slots := 1; slots > 0; time.Sleep(100 * time.Millisecond) {
+		if err := sc.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pgleap_copy_%'").Scan(&slots); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the copy's replication slot outlived the killed process")
+		}
+	}
+
+	code, stdout, stderr := pgleap(t, nil, args...)
+	if code != exitOK {
+		t.Fatalf("rerun after the kill: exit %d\n%s%s", code, stdout, stderr)
+	}
+	want, got := digests(t, sourceConn), digests(t, targetConn)
+	for table, d := range want {
+		if got[table] != d {
+			t.Errorf("%s: source %s, target %s", table, d, got[table])
+		}
+	}
+	for key, at := range finishedBefore {
+		var now time.Time
+		table, chunk, _ := strings.Cut(key, " ")
+		if err := tc.QueryRow(ctx, "SELECT finished_at FROM pgleap.copy_item WHERE table_name = $1 AND chunk = $2::int", table, chunk).Scan(&now); err != nil || !now.Equal(at) {
+			t.Errorf("unit %s was copied again after the kill (finished %v, now %v, %v)", key, at, now, err)
+		}
+	}
+	code, stdout, _ = pgleap(t, nil, "verify", "--schema", "--source", sourceConn, "--target", targetConn)
+	if code != exitOK {
+		t.Errorf("verify --schema after the resumed load: exit %d\n%s", code, stdout)
 	}
 }

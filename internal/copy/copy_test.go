@@ -9,11 +9,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/pgleap/pgleap/internal/catalog"
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/pgtest"
 	"github.com/pgleap/pgleap/internal/schema"
 	"github.com/pgleap/pgleap/internal/state"
+	"github.com/pgleap/pgleap/internal/verify"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -74,8 +74,8 @@ DO $$ DECLARE o oid; BEGIN SELECT max(oid) INTO o FROM pg_largeobject_metadata;
 ANALYZE;
 `
 
-// tableHashes hashes every row of every user table, in an order that does not depend on
-// where rows are stored, over connections with pgleap's exact-text session settings.
+// tableHashes digests every row of every user table and the large objects, over
+// connections with pgleap's exact-text session settings.
 func tableHashes(t *testing.T, connString string) map[string]string {
 	t.Helper()
 	ctx := context.Background()
@@ -84,23 +84,13 @@ func tableHashes(t *testing.T, connString string) map[string]string {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	tables, err := catalog.Tables(ctx, conn)
+	digests, err := verify.DigestTables(ctx, conn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hashes := map[string]string{}
-	for _, tb := range tables {
-		if tb.Kind != catalog.KindTable {
-			continue
-		}
-		var count int64
-		var hash string
-		err := conn.QueryRow(ctx, fmt.Sprintf(
-			"SELECT count(*), coalesce(md5(string_agg(md5(r::text), '' ORDER BY md5(r::text))), '') FROM ONLY %s r", tb.QualifiedName())).Scan(&count, &hash)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hashes[tb.QualifiedName()] = fmt.Sprintf("%d rows %s", count, hash)
+	for table, d := range digests {
+		hashes[table] = d.String()
 	}
 	hashes["large objects"] = queryString(t, conn, `SELECT coalesce(string_agg(oid::text || ' ' || pg_get_userbyid(lomowner) || ' ' ||
 		coalesce(lomacl::text, '') || ' ' || md5(lo_get(oid)), ', ' ORDER BY oid), '') FROM pg_largeobject_metadata`)
