@@ -83,10 +83,16 @@ elif [ "$status" != 0 ]; then
 fi
 
 echo
-echo "\$ bin/pgleap migrate --schema-only --source '$SOURCE' --target '$TARGET'"
-bin/pgleap migrate --schema-only --source "$SOURCE" --target "$TARGET"
+echo "\$ bin/pgleap migrate --no-follow --source '$SOURCE' --target '$TARGET'"
+bin/pgleap migrate --no-follow --source "$SOURCE" --target "$TARGET"
 echo
 echo "\$ bin/pgleap verify --schema --source '$SOURCE' --target '$TARGET'"
 bin/pgleap verify --schema --source "$SOURCE" --target "$TARGET"
+echo
+echo "Rows per table on both servers:"
+count_rows="SELECT string_agg(format('%s %s', relname, n_live_tup), ', ' ORDER BY relname) FROM pg_stat_user_tables WHERE schemaname <> 'pgleap'"
+for side in "$SOURCE" "$TARGET"; do
+  psql -XqtA "$side" -c "SELECT pg_stat_clear_snapshot()" -c "ANALYZE" -c "$count_rows" | tail -n 1
+done
 echo
 echo "The servers keep running: psql '$SOURCE'. Stop them with: make demo-stop"

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/pgleap/pgleap/internal/catalog"
+	"github.com/pgleap/pgleap/internal/monitor"
 	"github.com/pgleap/pgleap/internal/pg"
 )
 
@@ -152,7 +153,7 @@ func judgeColumnTypes(tables []catalog.Table) []Finding {
 			findings = append(findings, Finding{
 				Check: "data.large_values", Severity: Info, Object: t.QualifiedName(),
 				Why: fmt.Sprintf("%s: %s of out-of-line (TOASTed) values; pgleap streams them without size limits and byte for byte.",
-					strings.Join(large, ", "), formatBytes(t.ToastBytes)),
+					strings.Join(large, ", "), monitor.HumanBytes(t.ToastBytes)),
 				Fix: "none needed",
 			})
 		}
@@ -196,7 +197,7 @@ func judgeDatabaseObjects(database string, o databaseObjects) []Finding {
 		findings = append(findings, Finding{
 			Check: "data.large_objects", Severity: Warning, Object: database,
 			Why: fmt.Sprintf("%d large objects (%s): logical replication does not carry large objects, so pgleap copies them separately and writes to them after the copy are not streamed.",
-				o.LargeObjects, formatBytes(o.LargeObjectBytes)),
+				o.LargeObjects, monitor.HumanBytes(o.LargeObjectBytes)),
 			Fix: "avoid creating or changing large objects during the migration, or move them into bytea columns",
 		})
 	}
@@ -215,17 +216,4 @@ func judgeDatabaseObjects(database string, o databaseObjects) []Finding {
 		})
 	}
 	return findings
-}
-
-func formatBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -2,6 +2,7 @@ package assess
 
 import (
 	"fmt"
+	"github.com/pgleap/pgleap/internal/monitor"
 	"io"
 	"strings"
 )
@@ -57,7 +58,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	s := r.Summary
 	fmt.Fprintf(&b, "\nSUMMARY\n")
 	writeWrapped(&b, "  ", fmt.Sprintf("%s, %s; copying takes about %s at %s/s",
-		plural(s.Tables, "table"), formatBytes(s.TotalBytes), humanSeconds(s.EstimatedCopySeconds), formatBytes(copyBytesPerSecond)))
+		plural(s.Tables, "table"), monitor.HumanBytes(s.TotalBytes), humanSeconds(s.EstimatedCopySeconds), monitor.HumanBytes(copyBytesPerSecond)))
 	if len(s.Largest) > 0 {
 		fmt.Fprintf(&b, "  largest tables:\n")
 		for _, t := range s.Largest {
@@ -69,7 +70,7 @@ func (r *Report) WriteText(w io.Writer) error {
 			if len(name) > 44 {
 				name = name[:41] + "..."
 			}
-			fmt.Fprintf(&b, "    %-44s %11s  %s\n", name, formatBytes(t.Bytes), rows)
+			fmt.Fprintf(&b, "    %-44s %11s  %s\n", name, monitor.HumanBytes(t.Bytes), rows)
 		}
 	}
 	if n := r.Count(Blocker); n > 0 {
