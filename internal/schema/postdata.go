@@ -180,13 +180,13 @@ func (s *Stage) planRefreshes(ctx context.Context) ([]*task, error) {
 }
 
 // postDataSettings are the session settings of post-data connections: names in the
-// archive's SQL are fully qualified, and builds share the machine's cores among themselves
-// rather than each taking parallel workers.
+// archive's SQL are fully qualified; sorts for index builds stay in memory; the server's
+// max_parallel_maintenance_workers stands, so the build that runs alone at the end of a
+// load (the largest table's primary key, typically) uses every core.
 var postDataSettings = map[string]string{
-	"search_path":                      "",
-	"maintenance_work_mem":             "512MB",
-	"max_parallel_maintenance_workers": "0",
-	"synchronous_commit":               "off",
+	"search_path":          "",
+	"maintenance_work_mem": "1GB",
+	"synchronous_commit":   "off",
 }
 
 const retryAttempts = 3
