@@ -51,14 +51,17 @@ failure, Ctrl-C or a crash and it resumes where it stopped, copying only what is
 			if !schemaOnly && !noFollow {
 				return &usageError{errors.New("this version of pgleap does not stream changes yet: pass --no-follow for a cold copy, or --schema-only")}
 			}
-			if err := parseSizes(&copyOpts, splitLargerThan, maxRate); err != nil {
-				return err
-			}
 			if copyOpts.Format != "auto" && copyOpts.Format != "binary" && copyOpts.Format != "text" {
 				return &usageError{fmt.Errorf("--copy-format %q: want auto, binary or text", copyOpts.Format)}
 			}
 			resolved, err := c.connections("source", "target")
 			if err != nil {
+				return err
+			}
+			if !cmd.Flags().Changed("max-copy-rate") && resolved.MaxCopyRate != "" {
+				maxRate = resolved.MaxCopyRate
+			}
+			if err := parseSizes(&copyOpts, splitLargerThan, maxRate); err != nil {
 				return err
 			}
 			opts.Source, opts.Target, opts.Logger = resolved.Source, resolved.Target, c.logger
@@ -102,7 +105,7 @@ failure, Ctrl-C or a crash and it resumes where it stopped, copying only what is
 	cmd.MarkFlagsMutuallyExclusive("schema-only", "no-follow")
 	flags.IntVar(&copyOpts.Jobs, "jobs", copyOpts.Jobs, "tables or chunks copied at once")
 	flags.StringVar(&splitLargerThan, "split-larger-than", "1GB", "copy tables larger than this in parallel ranges (0: never)")
-	flags.StringVar(&maxRate, "max-copy-rate", "0", "cap on bytes per second read from the source across all workers, such as 50MB (0: no cap)")
+	flags.StringVar(&maxRate, "max-copy-rate", "0", "cap on bytes per second read from the source across all workers, such as 50MB (0: no cap; pgleap.yaml: max_copy_rate)")
 	flags.StringVar(&copyOpts.Format, "copy-format", copyOpts.Format, "COPY format: auto (binary where exact between the majors, else text), binary or text")
 	flags.StringVar(&opts.PgBin, "pg-bin", "", "directory holding pg_dump, pg_dumpall and pg_restore (default: $PATH, then the newest /usr/lib/postgresql/*/bin)")
 	flags.IntVar(&opts.IndexJobs, "index-jobs", opts.IndexJobs, "indexes and constraints built at once")

@@ -15,6 +15,8 @@ type Config struct {
 	Source string      `yaml:"source"`
 	Target string      `yaml:"target"`
 	Tables TableFilter `yaml:",inline"`
+	// MaxCopyRate caps the bytes per second the copy reads from the source (512MB, 1GB...).
+	MaxCopyRate string `yaml:"max_copy_rate"`
 }
 
 // Environment variables that stand in for --source and --target.
@@ -42,6 +44,11 @@ func Load(path string) (Config, error) {
 	if err := cfg.Tables.Validate(); err != nil {
 		return Config{}, fmt.Errorf("config %q: %w", path, err)
 	}
+	if cfg.MaxCopyRate != "" {
+		if _, err := ParseBytes(cfg.MaxCopyRate); err != nil {
+			return Config{}, fmt.Errorf("config %q: max_copy_rate: %w", path, err)
+		}
+	}
 	return cfg, nil
 }
 
@@ -56,7 +63,8 @@ func Resolve(flags, file Config, getenv func(string) string) Config {
 	return Config{
 		Source: firstSet(flags.Source, getenv(SourceEnv), file.Source),
 		Target: firstSet(flags.Target, getenv(TargetEnv), file.Target),
-		Tables: tables,
+		Tables:      tables,
+		MaxCopyRate: firstSet(flags.MaxCopyRate, file.MaxCopyRate),
 	}
 }
 

@@ -128,7 +128,7 @@ func TestTableFilter(t *testing.T) {
 
 func TestLoadTables(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "pgleap.yaml")
-	if err := os.WriteFile(path, []byte("source: host=a\ninclude: [\"sales.*\"]\nexclude:\n  - sales.tmp_*\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte("source: host=a\ninclude: [\"sales.*\"]\nexclude:\n  - sales.tmp_*\nmax_copy_rate: 50MB\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := Load(path)
@@ -137,6 +137,9 @@ func TestLoadTables(t *testing.T) {
 	}
 	if !cfg.Tables.Selects("sales", "orders") || cfg.Tables.Selects("sales", "tmp_x") || cfg.Tables.Selects("public", "t") {
 		t.Errorf("tables from pgleap.yaml select wrongly: %+v", cfg.Tables)
+	}
+	if cfg.MaxCopyRate != "50MB" {
+		t.Errorf("max_copy_rate = %q", cfg.MaxCopyRate)
 	}
 	resolved := Resolve(Config{Tables: TableFilter{Include: []string{"public.*"}}}, cfg, func(string) string { return "" })
 	if !resolved.Tables.Selects("public", "t") || resolved.Tables.Selects("sales", "orders") {
