@@ -61,8 +61,8 @@ func Resolve(flags, file Config, getenv func(string) string) Config {
 		tables = file.Tables
 	}
 	return Config{
-		Source: firstSet(flags.Source, getenv(SourceEnv), file.Source),
-		Target: firstSet(flags.Target, getenv(TargetEnv), file.Target),
+		Source:      firstSet(flags.Source, getenv(SourceEnv), file.Source),
+		Target:      firstSet(flags.Target, getenv(TargetEnv), file.Target),
 		Tables:      tables,
 		MaxCopyRate: firstSet(flags.MaxCopyRate, file.MaxCopyRate),
 	}
