@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgleap/pgleap/internal/pg"
@@ -22,11 +21,11 @@ type FullLoadResult struct {
 }
 
 // FullLoad brings the target to "every row copied, every index and constraint built":
-// roles and pre-data, then the copy, with each table's post-data built as soon as its rows
-// are in while other tables still copy, then fresh optimizer statistics (they do not travel
-// with the data) and autovacuum set back as on the source.
+// roles and pre-data, then the copy, with each table's post-data and ANALYZE run as soon as
+// its rows are in while other tables still copy, then autovacuum set back as on the source.
 func FullLoad(ctx context.Context, schemaOpts schema.Options, copyOpts Options) (*FullLoadResult, error) {
 	start := time.Now()
+	schemaOpts.Analyze = true
 	stage, err := schema.Prepare(ctx, schemaOpts)
 	if err != nil {
 		return nil, err
@@ -52,44 +51,12 @@ func FullLoad(ctx context.Context, schemaOpts schema.Options, copyOpts Options) 
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	if res.Analyzed, err = analyze(ctx, copyOpts, tables); err != nil {
-		return nil, err
-	}
+	res.Analyzed = len(tables)
 	if err := restoreAutovacuum(ctx, copyOpts, tables); err != nil {
 		return nil, err
 	}
 	res.Duration = time.Since(start)
 	return res, nil
-}
-
-// analyze gathers optimizer statistics for every table, jobs at a time, so the new server
-// plans queries well from its first read.
-func analyze(ctx context.Context, opts Options, tables [][2]string) (int, error) {
-	cfg, err := pgxpool.ParseConfig("")
-	if err != nil {
-		return 0, err
-	}
-	if cfg.ConnConfig, err = pg.ParseConfig(pg.Target, opts.Target); err != nil {
-		return 0, err
-	}
-	cfg.MaxConns = int32(max(opts.Jobs, 1))
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return 0, fmt.Errorf("connect to target for ANALYZE: %w", err)
-	}
-	defer pool.Close()
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(max(opts.Jobs, 1))
-	for _, t := range tables {
-		g.Go(func() error {
-			name := pg.QualifiedName(t[0], t[1])
-			if _, err := pool.Exec(gctx, "ANALYZE "+name); err != nil {
-				return fmt.Errorf("analyze %s: %w", name, err)
-			}
-			return nil
-		})
-	}
-	return len(tables), g.Wait()
 }
 
 // restoreAutovacuum gives each loaded table the autovacuum setting it has on the source.

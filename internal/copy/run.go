@@ -350,6 +350,13 @@ func newWorker(ctx context.Context, opts Options, snapshot *Snapshot, limiter *r
 		source.Close(ctx)
 		return nil, fmt.Errorf("import snapshot %s: %w", snapshot.Name, err)
 	}
+	// A key range of half a table still looks cheaper to scan whole than through the key's
+	// index, but every chunk would then read the whole table: walk the index instead.
+	// Whole-table COPYs are not planned and do not notice.
+	if _, err := source.Exec(ctx, "SET LOCAL enable_seqscan = off"); err != nil {
+		source.Close(ctx)
+		return nil, fmt.Errorf("set up the source session: %w", err)
+	}
 	cfg, err := pg.ParseConfig(pg.Target, opts.Target)
 	if err != nil {
 		source.Close(ctx)

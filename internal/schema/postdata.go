@@ -113,7 +113,28 @@ func (s *Stage) planPostData(ctx context.Context) ([]*task, error) {
 		}
 		tasks = append(tasks, t)
 	}
+	if s.opts.Analyze {
+		tasks = append(tasks, analyzeTasks(s.plan.Tables(), tasks)...)
+	}
 	return tasks, nil
+}
+
+// analyzeTasks gather each table's statistics after every other step built on it: ANALYZE
+// and CREATE INDEX on one table wait for each other, and an index on an expression gets
+// statistics of its own.
+func analyzeTasks(tables [][2]string, tasks []*task) []*task {
+	var analyzes []*task
+	for _, t := range tables {
+		name := pg.QualifiedName(t[0], t[1])
+		a := &task{id: "analyze:" + name, label: "analyze " + name, sql: []string{"ANALYZE " + name}, tables: []string{name}}
+		for _, other := range tasks {
+			if slices.Contains(other.tables, name) {
+				a.after = append(a.after, other.id)
+			}
+		}
+		analyzes = append(analyzes, a)
+	}
+	return analyzes
 }
 
 // prerequisites maps an entry's dependencies to tasks and tables: a post-data dependency is

@@ -26,7 +26,10 @@ type Options struct {
 	IndexJobs       int    // post-data statements run at once
 	CopyPasswords   bool   // carry password verifiers (needs a source role that reads pg_authid)
 	KeepTablespaces bool
-	Logger          *slog.Logger
+	// Analyze gathers optimizer statistics for each table once its post-data is built, while
+	// other tables still load: statistics do not travel with the data.
+	Analyze bool
+	Logger  *slog.Logger
 }
 
 // Result says what the stage did.
