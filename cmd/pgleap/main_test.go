@@ -221,6 +221,11 @@ func TestMigrateSchemaThenVerify(t *testing.T) {
 	if code != exitOK || !strings.Contains(stdout, "post-data: 0 steps built now") {
 		t.Errorf("second migrate: exit %d\n%s", code, stdout)
 	}
+	// Rows cannot follow a schema-only migration: its foreign keys and indexes are built.
+	code, _, stderr = pgleap(t, nil, append([]string{"migrate", "--no-follow", "--exclude", "public.scratch"}, args...)...)
+	if code != exitCannotRun || !strings.Contains(stderr, "schema only") {
+		t.Errorf("migrate --no-follow after --schema-only: exit %d, %s", code, stderr)
+	}
 	// Another selection against the same target is refused rather than mixed in.
 	code, _, stderr = pgleap(t, nil, append([]string{"migrate", "--schema-only"}, args...)...)
 	if code != exitCannotRun || !strings.Contains(stderr, "another migration") {

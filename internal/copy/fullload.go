@@ -31,11 +31,18 @@ func FullLoad(ctx context.Context, schemaOpts schema.Options, copyOpts Options) 
 		return nil, err
 	}
 	defer stage.Close()
+	if err := stage.RefuseRowsAfterSchemaOnly(ctx); err != nil {
+		return nil, err
+	}
 	res := &FullLoadResult{}
 	if res.Schema, err = stage.Restore(ctx); err != nil {
 		return nil, err
 	}
 	tables := stage.Plan().Tables()
+	copyOpts.Only = map[string]bool{}
+	for _, t := range tables {
+		copyOpts.Only[pg.QualifiedName(t[0], t[1])] = true
+	}
 	copied := make(chan [2]string, len(tables)+1) // each table is reported once: sends never block
 	copyOpts.TableCopied = func(schema, table string) { copied <- [2]string{schema, table} }
 	g, gctx := errgroup.WithContext(ctx)

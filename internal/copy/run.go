@@ -22,8 +22,11 @@ import (
 
 // Options configure the copy.
 type Options struct {
-	Source, Target  string
-	Tables          config.TableFilter
+	Source, Target string
+	Tables         config.TableFilter
+	// Only, when set, limits the copy to these tables ("schema"."name"): those the schema
+	// stage restored, which leaves out tables that depend on excluded ones.
+	Only            map[string]bool
 	Jobs            int
 	SplitLargerThan int64  // bytes; 0 never splits
 	MaxRate         int64  // bytes per second across all workers; 0 is unlimited
@@ -86,7 +89,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	defer target.Close(context.Background())
 
-	tables, err := selectedTables(ctx, source, opts.Tables)
+	tables, err := selectedTables(ctx, source, opts.Tables, opts.Only)
 	if err != nil {
 		return nil, err
 	}
@@ -249,13 +252,16 @@ func watchSlotWAL(ctx context.Context, conn *pgx.Conn, slot string, opts Options
 
 // selectedTables are the tables whose rows are copied: partitions rather than their
 // partitioned parents, and no foreign tables, whose rows live elsewhere.
-func selectedTables(ctx context.Context, source *pgx.Conn, filter config.TableFilter) ([]catalog.Table, error) {
+func selectedTables(ctx context.Context, source *pgx.Conn, filter config.TableFilter, only map[string]bool) ([]catalog.Table, error) {
 	all, err := catalog.Tables(ctx, source)
 	if err != nil {
 		return nil, fmt.Errorf("list source tables: %w", err)
 	}
 	var tables []catalog.Table
 	for _, t := range all {
+		if only != nil && !only[t.QualifiedName()] {
+			continue
+		}
 		if t.Kind == catalog.KindTable && filter.Selects(t.Schema, t.Name) && !filter.ExcludesSchema(t.Schema) {
 			tables = append(tables, t)
 		}

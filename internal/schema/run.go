@@ -218,6 +218,26 @@ func (s *Stage) Run(ctx context.Context) (*Result, error) {
 	return res, nil
 }
 
+// ErrSchemaOnlyTarget is returned when rows are to be loaded into a target that received
+// its post-data (indexes, foreign keys) without rows, from migrate --schema-only.
+var ErrSchemaOnlyTarget = errors.New("the target received the schema only")
+
+// RefuseRowsAfterSchemaOnly fails when post-data was built on this target before any row
+// was copied: loading rows then would fight the foreign keys and maintain every index row by
+// row, so the load must start again on an empty database.
+func (s *Stage) RefuseRowsAfterSchemaOnly(ctx context.Context) error {
+	var schemaOnly bool
+	err := s.target.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pgleap.step WHERE id LIKE 'post-data:%')
+		AND NOT EXISTS (SELECT FROM pgleap.copy_item)`).Scan(&schemaOnly)
+	if err != nil {
+		return fmt.Errorf("read pgleap state: %w", err)
+	}
+	if schemaOnly {
+		return fmt.Errorf("%w (pgleap migrate --schema-only) and its indexes and foreign keys are built: drop and recreate the target database, then run pgleap migrate --no-follow", ErrSchemaOnlyTarget)
+	}
+	return nil
+}
+
 // Restore creates the roles and the pre-data objects (tables without indexes, types,
 // functions, views...): what the data copy needs.
 func (s *Stage) Restore(ctx context.Context) (*Result, error) {
