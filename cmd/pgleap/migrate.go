@@ -54,15 +54,18 @@ failure, Ctrl-C or a crash and it resumes where it stopped, copying only what is
 			if copyOpts.Format != "auto" && copyOpts.Format != "binary" && copyOpts.Format != "text" {
 				return &usageError{fmt.Errorf("--copy-format %q: want auto, binary or text", copyOpts.Format)}
 			}
+			// The command line is checked before anything else, so its mistakes are named first.
+			if err := parseSizes(&copyOpts, splitLargerThan, maxRate); err != nil {
+				return err
+			}
 			resolved, err := c.connections("source", "target")
 			if err != nil {
 				return err
 			}
 			if !cmd.Flags().Changed("max-copy-rate") && resolved.MaxCopyRate != "" {
-				maxRate = resolved.MaxCopyRate
-			}
-			if err := parseSizes(&copyOpts, splitLargerThan, maxRate); err != nil {
-				return err
+				if copyOpts.MaxRate, err = config.ParseBytes(resolved.MaxCopyRate); err != nil {
+					return &usageError{fmt.Errorf("max_copy_rate in %s: %w", c.configPath, err)}
+				}
 			}
 			opts.Source, opts.Target, opts.Logger = resolved.Source, resolved.Target, c.logger
 			opts.Tables = mergeTables(tables, resolved.Tables)
