@@ -26,7 +26,11 @@ type Options struct {
 	Tables         config.TableFilter
 	// Only, when set, limits the copy to these tables ("schema"."name"): those the schema
 	// stage restored, which leaves out tables that depend on excluded ones.
-	Only            map[string]bool
+	Only map[string]bool
+	// Follow keeps a publication and a permanent slot on the source, created before the
+	// copy, so that the changes made during and after it can be streamed; without it the
+	// copy reads at a temporary slot's snapshot and leaves nothing on the source (a cold copy).
+	Follow          bool
 	Jobs            int
 	SplitLargerThan int64  // bytes; 0 never splits
 	MaxRate         int64  // bytes per second across all workers; 0 is unlimited
@@ -53,8 +57,10 @@ type Result struct {
 	Items, ItemsDoneEarlier int
 	Bytes, Rows             int64
 	SnapshotLSN             string
-	LargeObjects            int64
-	Duration                time.Duration
+	// Slot and Publication are what changes stream from, StreamStartLSN where (Follow only).
+	Slot, Publication, StreamStartLSN string `json:",omitempty"`
+	LargeObjects                      int64
+	Duration                          time.Duration
 }
 
 const (
@@ -136,17 +142,35 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	var snapshot *Snapshot
+	if opts.Follow {
+		stream, created, err := prepareStream(ctx, opts, source, target, version.Major, items)
+		if err != nil {
+			return nil, err
+		}
+		res.Slot, res.Publication, res.StreamStartLSN = stream.Slot, stream.Publication, stream.StartLSN.String()
+		if created != nil {
+			snapshot = created
+			defer snapshot.Close()
+		}
+	}
 	if len(todo) == 0 && done[stepLargeObjects] {
 		res.Duration = time.Since(start)
 		return res, nil
 	}
-
-	snapshot, err := OpenSnapshot(ctx, opts.Source)
-	if err != nil {
-		return nil, err
+	if snapshot == nil {
+		// Rows copied after the first snapshot (a resumed run) are read at a snapshot of
+		// their own, whose LSN they record as their sync LSN.
+		if snapshot, err = OpenSnapshot(ctx, opts.Source); err != nil {
+			return nil, err
+		}
+		defer snapshot.Close()
 	}
-	defer snapshot.Close()
 	res.SnapshotLSN = snapshot.LSN.String()
+	watchedSlot := snapshot.Slot
+	if res.Slot != "" {
+		watchedSlot = res.Slot // it keeps WAL from its start on, the copy's own only from now
+	}
 	opts.Logger.Info("copying rows", "snapshot", snapshot.Name, "lsn", snapshot.LSN, "items", len(todo), "done earlier", res.ItemsDoneEarlier)
 	if err := setAutovacuum(ctx, target, todo, false); err != nil {
 		return nil, err
@@ -175,7 +199,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	watchCtx, stopWatch := context.WithCancel(gctx)
 	defer stopWatch()
-	go watchSlotWAL(watchCtx, source, snapshot.Slot, opts)
+	go watchSlotWAL(watchCtx, source, watchedSlot, opts)
 	for range min(opts.Jobs, max(len(todo), 1)) {
 		g.Go(func() error {
 			w, err := newWorker(gctx, opts, snapshot, limiter)

@@ -24,6 +24,19 @@ type Snapshot struct {
 // OpenSnapshot creates a temporary logical slot (pgoutput) on the source and exports its
 // snapshot. The slot lives as long as the snapshot: Close, a crash or a kill drops it.
 func OpenSnapshot(ctx context.Context, sourceConnString string) (*Snapshot, error) {
+	suffix := make([]byte, 6)
+	if _, err := rand.Read(suffix); err != nil {
+		return nil, err
+	}
+	return openSlotSnapshot(ctx, sourceConnString, "pgleap_copy_"+hex.EncodeToString(suffix), true)
+}
+
+// openSlotSnapshot creates slot (temporary or permanent) with an exported snapshot. A
+// permanent slot outlives the Snapshot: it keeps the WAL from its consistent point on.
+func openSlotSnapshot(ctx context.Context, sourceConnString, slot string, temporary bool) (*Snapshot, error) {
+	if !validReplicationName(slot) {
+		return nil, fmt.Errorf("replication slot name %q: only a-z, 0-9 and _ are allowed", slot)
+	}
 	cfg, err := pg.ParseConfig(pg.Source, sourceConnString)
 	if err != nil {
 		return nil, err
@@ -34,15 +47,8 @@ func OpenSnapshot(ctx context.Context, sourceConnString string) (*Snapshot, erro
 	if err != nil {
 		return nil, &pg.ConnectError{Side: pg.Source, Address: fmt.Sprintf("%s:%d", pgcfg.Host, pgcfg.Port), Err: err}
 	}
-	suffix := make([]byte, 6)
-	if _, err := rand.Read(suffix); err != nil {
-		conn.Close(ctx)
-		return nil, err
-	}
-	// Slot names reach the server unquoted: pgleap makes them of [a-z0-9_] only.
-	slot := "pgleap_copy_" + hex.EncodeToString(suffix)
 	created, err := pglogrepl.CreateReplicationSlot(ctx, conn, slot, "pgoutput", pglogrepl.CreateReplicationSlotOptions{
-		Temporary: true, SnapshotAction: "EXPORT_SNAPSHOT", Mode: pglogrepl.LogicalReplication,
+		Temporary: temporary, SnapshotAction: "EXPORT_SNAPSHOT", Mode: pglogrepl.LogicalReplication,
 	})
 	if err != nil {
 		conn.Close(ctx)
@@ -56,7 +62,21 @@ func OpenSnapshot(ctx context.Context, sourceConnString string) (*Snapshot, erro
 	return &Snapshot{Name: created.SnapshotName, LSN: lsn, Slot: slot, conn: conn}, nil
 }
 
-// Close drops the slot and the snapshot with it.
+// validReplicationName reports whether name is safe where pglogrepl interpolates it raw
+// into a replication command: lower-case letters, digits and underscores only.
+func validReplicationName(name string) bool {
+	if name == "" || len(name) > 63 {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Close ends the snapshot, and drops the slot when it is temporary.
 func (s *Snapshot) Close() {
 	s.conn.Close(context.Background())
 }

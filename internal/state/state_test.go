@@ -78,3 +78,38 @@ func TestStateLifecycle(t *testing.T) {
 		t.Fatalf("Init over newer state = %v, want ErrNewerState", err)
 	}
 }
+
+func TestReplicationRecord(t *testing.T) {
+	s := pgtest.Shared(t, pgtest.TargetMajor())
+	conn := s.Conn(t, s.CreateDatabase(t))
+	ctx := context.Background()
+	if err := Init(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := LoadReplication(ctx, conn); err != nil || ok {
+		t.Fatalf("LoadReplication before any plan = %v, %v", ok, err)
+	}
+	first, err := PlanReplication(ctx, conn, "pgleap_aaa", "pgleap_aaa")
+	if err != nil || first.Slot != "pgleap_aaa" || first.StartLSN != 0 {
+		t.Fatalf("PlanReplication = %+v, %v", first, err)
+	}
+	// A rerun keeps the names the first run recorded.
+	again, err := PlanReplication(ctx, conn, "pgleap_bbb", "pgleap_bbb")
+	if err != nil || again.Slot != "pgleap_aaa" {
+		t.Fatalf("second PlanReplication = %+v, %v; want the first names kept", again, err)
+	}
+	if err := RecordStreamStart(ctx, conn, 0x16B3748); err != nil {
+		t.Fatal(err)
+	}
+	if err := RecordStreamStart(ctx, conn, 0x26B3748); err == nil {
+		t.Fatal("a second start was recorded over the first")
+	}
+	got, ok, err := LoadReplication(ctx, conn)
+	if err != nil || !ok || got.StartLSN != 0x16B3748 || got.Publication != "pgleap_aaa" {
+		t.Fatalf("LoadReplication = %+v, %v, %v", got, ok, err)
+	}
+	// Names reach replication commands unquoted: the state refuses any other alphabet.
+	if _, err := conn.Exec(ctx, "UPDATE pgleap.replication SET slot_name = 'x; DROP'"); err == nil {
+		t.Fatal("a slot name outside [a-z0-9_] was accepted")
+	}
+}

@@ -1,0 +1,142 @@
+package copy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgleap/pgleap/internal/catalog"
+	"github.com/pgleap/pgleap/internal/config"
+	"github.com/pgleap/pgleap/internal/pg"
+	"github.com/pgleap/pgleap/internal/state"
+)
+
+// ErrColdCopy is returned when a following migration is asked of a target whose rows were
+// copied without a slot (a --no-follow cold copy): the changes made on the source since are
+// nowhere to be streamed from.
+var ErrColdCopy = errors.New("the target holds a cold copy made without a replication slot")
+
+// ErrSlotLost is returned when the slot a migration streams from is gone from the source:
+// the WAL it kept, and with it the changes since the copy, are lost.
+var ErrSlotLost = errors.New("the migration's replication slot is gone from the source")
+
+// prepareStream makes sure the publication and the permanent slot that changes will stream
+// from exist on the source, recorded in the target's state. The publication comes first:
+// pgoutput reads it as of each change's LSN, so it must predate the slot's consistent point.
+// When the slot is created now, its exported snapshot is returned for the copy to read at;
+// on a rerun the slot exists and the snapshot is nil.
+func prepareStream(ctx context.Context, opts Options, source, target *pgx.Conn, sourceMajor int, items []state.CopyItem) (state.Replication, *Snapshot, error) {
+	r, ok, err := state.LoadReplication(ctx, target)
+	if err != nil {
+		return r, nil, err
+	}
+	if !ok {
+		for _, i := range items {
+			if i.Finished() {
+				return r, nil, fmt.Errorf("%w (pgleap migrate --no-follow): changes made on the source since cannot be streamed; "+
+					"start again on an empty target database, or finish this one with pgleap migrate --no-follow", ErrColdCopy)
+			}
+		}
+		suffix := make([]byte, 4)
+		if _, err := rand.Read(suffix); err != nil {
+			return r, nil, err
+		}
+		name := "pgleap_" + hex.EncodeToString(suffix)
+		if r, err = state.PlanReplication(ctx, target, name, name); err != nil {
+			return r, nil, err
+		}
+	}
+	if err := ensurePublication(ctx, source, r.Publication, sourceMajor, opts.Tables, opts.Only); err != nil {
+		return r, nil, err
+	}
+	if r.StartLSN != 0 {
+		var exists bool
+		err := source.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND database = current_database())",
+			r.Slot).Scan(&exists)
+		if err != nil {
+			return r, nil, fmt.Errorf("look for replication slot %s on the source: %w", r.Slot, err)
+		}
+		if !exists {
+			return r, nil, fmt.Errorf("%w: slot %s kept the changes since %s; start again on an empty target database", ErrSlotLost, r.Slot, r.StartLSN)
+		}
+		return r, nil, nil
+	}
+	// A slot without a recorded start is a leftover of a run that stopped between creating
+	// it and recording it: nothing was copied at its snapshot, so it goes.
+	if _, err := source.Exec(ctx, "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+		r.Slot); err != nil {
+		return r, nil, fmt.Errorf("drop unrecorded replication slot %s on the source: %w: is another pgleap using it?", r.Slot, err)
+	}
+	snapshot, err := openSlotSnapshot(ctx, opts.Source, r.Slot, false)
+	if err != nil {
+		return r, nil, err
+	}
+	if err := state.RecordStreamStart(ctx, target, snapshot.LSN); err != nil {
+		snapshot.Close()
+		return r, nil, err
+	}
+	r.StartLSN = snapshot.LSN
+	return r, snapshot, nil
+}
+
+// ensurePublication creates the publication of the selected tables unless it exists.
+// Partitioned tables are published through their root from 13 on, so that rows arrive as
+// the root's whatever partition they move to; 12 can publish only the partitions.
+func ensurePublication(ctx context.Context, source *pgx.Conn, name string, sourceMajor int, filter config.TableFilter, only map[string]bool) error {
+	var exists bool
+	if err := source.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = $1)", name).Scan(&exists); err != nil {
+		return fmt.Errorf("look for publication %s on the source: %w", name, err)
+	}
+	if exists {
+		return nil
+	}
+	all, err := catalog.Tables(ctx, source)
+	if err != nil {
+		return fmt.Errorf("list source tables: %w", err)
+	}
+	sql := publicationSQL(name, sourceMajor, publishedTables(all, sourceMajor, filter, only))
+	if _, err := source.Exec(ctx, sql); err != nil {
+		return fmt.Errorf("create publication %s on the source: %w: the role must own the selected tables (run pgleap check)", name, err)
+	}
+	return nil
+}
+
+// publishedTables are the selected tables logical replication can carry: not unlogged or
+// foreign ones, and partitioned parents only where the major publishes through the root.
+func publishedTables(all []catalog.Table, sourceMajor int, filter config.TableFilter, only map[string]bool) []catalog.Table {
+	var published []catalog.Table
+	for _, t := range all {
+		if only != nil && !only[t.QualifiedName()] || !filter.Selects(t.Schema, t.Name) || filter.ExcludesSchema(t.Schema) {
+			continue
+		}
+		if t.Unlogged || t.Kind == catalog.KindForeign || t.Kind == catalog.KindPartitioned && sourceMajor < 13 {
+			continue
+		}
+		published = append(published, t)
+	}
+	return published
+}
+
+func publicationSQL(name string, sourceMajor int, tables []catalog.Table) string {
+	var b strings.Builder
+	b.WriteString("CREATE PUBLICATION " + pg.QuoteIdent(name))
+	for i, t := range tables {
+		if i == 0 {
+			b.WriteString(" FOR TABLE ")
+		} else {
+			b.WriteString(", ")
+		}
+		// ONLY: a partitioned table's partitions come with it through the root, and a plain
+		// table's inheritance children are selected, or not, on their own.
+		b.WriteString("ONLY " + t.QualifiedName())
+	}
+	if sourceMajor >= 13 {
+		b.WriteString(" WITH (publish_via_partition_root = true)")
+	}
+	return b.String()
+}
