@@ -47,6 +47,7 @@ var connectingCommands = [][]string{
 	{"migrate", "--schema-only"},
 	{"migrate", "--no-follow"},
 	{"verify", "--schema"},
+	{"cleanup"},
 }
 
 func TestUnreachableSourceExitsTwoWithOneLine(t *testing.T) {

@@ -140,3 +140,36 @@ func publicationSQL(name string, sourceMajor int, tables []catalog.Table) string
 	}
 	return b.String()
 }
+
+// ErrSlotInUse is returned when the slot to drop is streaming to a running process.
+var ErrSlotInUse = errors.New("the replication slot is in use")
+
+// DropStream drops the slot and the publication of r from the source, those that are
+// there; it reports which it dropped. A slot in use by a running pgleap is left alone.
+func DropStream(ctx context.Context, source *pgx.Conn, r state.Replication) (dropped []string, err error) {
+	var activePID *int32
+	err = source.QueryRow(ctx, "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", r.Slot).Scan(&activePID)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return dropped, fmt.Errorf("look for replication slot %s on the source: %w", r.Slot, err)
+	case activePID != nil:
+		return dropped, fmt.Errorf("drop replication slot %s: %w by process %d: stop the pgleap that streams from it first", r.Slot, ErrSlotInUse, *activePID)
+	default:
+		if _, err := source.Exec(ctx, "SELECT pg_catalog.pg_drop_replication_slot($1)", r.Slot); err != nil {
+			return dropped, fmt.Errorf("drop replication slot %s on the source: %w", r.Slot, err)
+		}
+		dropped = append(dropped, "replication slot "+r.Slot)
+	}
+	var published bool
+	if err := source.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = $1)", r.Publication).Scan(&published); err != nil {
+		return dropped, fmt.Errorf("look for publication %s on the source: %w", r.Publication, err)
+	}
+	if published {
+		if _, err := source.Exec(ctx, "DROP PUBLICATION "+pg.QuoteIdent(r.Publication)); err != nil {
+			return dropped, fmt.Errorf("drop publication %s on the source: %w", r.Publication, err)
+		}
+		dropped = append(dropped, "publication "+r.Publication)
+	}
+	return dropped, nil
+}

@@ -134,3 +134,17 @@ func Exists(ctx context.Context, conn *pgx.Conn) (bool, error) {
 	}
 	return exists, nil
 }
+
+// Drop removes pgleap's state from the target: the migration is forgotten, its copied
+// objects and rows stay.
+func Drop(ctx context.Context, conn *pgx.Conn) error {
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", advisoryLockKey); err != nil {
+			return fmt.Errorf("lock pgleap state: %w", err)
+		}
+		if _, err := tx.Exec(ctx, "DROP SCHEMA IF EXISTS pgleap CASCADE"); err != nil {
+			return fmt.Errorf("drop pgleap state: %w", err)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	datacopy "github.com/pgleap/pgleap/internal/copy"
+	"github.com/pgleap/pgleap/internal/pg"
+	"github.com/pgleap/pgleap/internal/state"
+)
+
+func init() { commands = append(commands, newCleanupCommand) }
+
+// cleanupResult says what cleanup removed.
+type cleanupResult struct {
+	Source []string `json:"source"`
+	Target []string `json:"target"`
+}
+
+func newCleanupCommand(c *cli) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cleanup",
+		Short: "Destructive: drop the migration's replication slot, publication and pgleap state",
+		Long: `Destructive: cleanup ends a migration's footprint. On the source it drops the replication
+slot and the publication the migration streams from (so the source stops keeping WAL for
+it); on the target it drops the pgleap schema, where the migration's progress is recorded.
+The copied objects and rows stay on the target: drop and recreate the target database to
+start over from nothing.
+
+After cleanup, pgleap migrate on the same target does not resume: it starts a new
+migration, which needs an empty target database.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			resolved, err := c.connections("source", "target")
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			source, err := pg.Connect(ctx, pg.Source, resolved.Source)
+			if err != nil {
+				return err
+			}
+			defer source.Close(ctx)
+			target, err := pg.Connect(ctx, pg.Target, resolved.Target)
+			if err != nil {
+				return err
+			}
+			defer target.Close(ctx)
+			res := cleanupResult{Source: []string{}, Target: []string{}}
+			exists, err := state.Exists(ctx, target)
+			if err != nil {
+				return err
+			}
+			if exists {
+				// Brought to this binary's version first: a newer pgleap's state may hold more
+				// than this one knows how to drop, and Init refuses it.
+				if err := state.Init(ctx, target); err != nil {
+					return err
+				}
+				r, streams, err := state.LoadReplication(ctx, target)
+				if err != nil {
+					return err
+				}
+				if streams {
+					if res.Source, err = datacopy.DropStream(ctx, source, r); err != nil {
+						return err
+					}
+				}
+				if err := state.Drop(ctx, target); err != nil {
+					return err
+				}
+				res.Target = append(res.Target, "schema pgleap")
+			}
+			if c.json {
+				return writeJSON(c.stdout, res)
+			}
+			if len(res.Source)+len(res.Target) == 0 {
+				_, err := fmt.Fprintln(c.stdout, "nothing to clean up: the target holds no pgleap state")
+				return err
+			}
+			var b strings.Builder
+			for _, what := range res.Source {
+				fmt.Fprintf(&b, "dropped on the source: %s\n", what)
+			}
+			for _, what := range res.Target {
+				fmt.Fprintf(&b, "dropped on the target: %s\n", what)
+			}
+			_, err = fmt.Fprint(c.stdout, b.String())
+			return err
+		},
+	}
+}
