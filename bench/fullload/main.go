@@ -16,6 +16,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -37,6 +38,9 @@ import (
 // goalRatio is what pgleap aims for: at most 85% of the time of the fastest other tool.
 const goalRatio = 0.85
 
+// rssGoalMB is the memory pgleap must stay well under, whatever the table or row size.
+const rssGoalMB = 256
+
 // config holds the flags.
 type config struct {
 	sourceMajor, targetMajor int
@@ -49,6 +53,7 @@ type config struct {
 	runTimeout               time.Duration
 	pgleapBin                string
 	pgcopydbSplit            string
+	rounds                   int
 }
 
 func main() {
@@ -85,14 +90,15 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&cfg.runTimeout, "run-timeout", 30*time.Minute, "give up on one tool's load after this long")
 	fs.StringVar(&cfg.pgleapBin, "pgleap", "", "pgleap binary to time (default: build ./cmd/pgleap into bin/pgleap)")
 	fs.StringVar(&cfg.pgcopydbSplit, "pgcopydb-split", "", "pass --split-tables-larger-than with this size to pgcopydb (default: not passed)")
+	fs.IntVar(&cfg.rounds, "rounds", 1, "load each dataset this many times with each tool, starting each round with the next tool; report the median")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	if cfg.scale < 1 || cfg.multiMB < 1 || cfg.jobs < 1 || cfg.warmupMB < 0 {
-		return cfg, errors.New("-scale, -multi-mb and -jobs must be positive, -warmup-mb not negative")
+	if cfg.scale < 1 || cfg.multiMB < 1 || cfg.jobs < 1 || cfg.rounds < 1 || cfg.warmupMB < 0 {
+		return cfg, errors.New("-scale, -multi-mb, -jobs and -rounds must be positive, -warmup-mb not negative")
 	}
 	var err error
 	if cfg.datasets, err = pickNames("-datasets", datasets, datasetNames()); err != nil {
@@ -166,12 +172,21 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 		if err := b.warmUpWithDataset(ctx, ds); err != nil {
 			return err
 		}
-		for _, t := range b.selectedTools() {
-			r, err := b.measure(ctx, ds, t)
-			if err != nil {
-				return err
+		tools := b.selectedTools()
+		byTool := map[string][]result{}
+		for round := range cfg.rounds {
+			// Each round starts with the next tool, so that no tool always runs first.
+			for i := range tools {
+				t := tools[(round+i)%len(tools)]
+				r, err := b.measure(ctx, ds, t)
+				if err != nil {
+					return err
+				}
+				byTool[t.name] = append(byTool[t.name], r)
 			}
-			results = append(results, r)
+		}
+		for _, t := range tools {
+			results = append(results, median(byTool[t.name]))
 		}
 	}
 	env.total = time.Since(started)
@@ -401,25 +416,51 @@ func (b *bench) selectedTools() []tool {
 type result struct {
 	dataset, tool string
 	elapsed       time.Duration
-	err           error    // the tool failed
-	problems      []string // the tool succeeded but the target differs from the source
-	notes         []string // what the harness had to clean up after it
+	rounds        []time.Duration // every valid round's time, when there were several
+	peakRSS       int64           // bytes, of the tool's own process (pgleap only)
+	err           error           // the tool failed
+	problems      []string        // the tool succeeded but the target differs from the source
+	notes         []string        // what the harness had to clean up after it
 }
 
 func (r result) valid() bool { return r.err == nil && len(r.problems) == 0 }
+
+// median is the round of median time among the valid ones, with every round's time; any
+// failed round is reported instead, since a tool that fails now and then has a problem.
+func median(rounds []result) result {
+	var valid []result
+	for _, r := range rounds {
+		if !r.valid() {
+			return r
+		}
+		valid = append(valid, r)
+	}
+	slices.SortFunc(valid, func(a, b result) int { return cmp.Compare(a.elapsed, b.elapsed) })
+	m := valid[len(valid)/2]
+	if len(valid) > 1 {
+		for _, r := range rounds {
+			m.rounds = append(m.rounds, r.elapsed)
+			m.peakRSS = max(m.peakRSS, r.peakRSS)
+			m.notes = append(m.notes, r.notes...)
+		}
+	}
+	m.notes = slices.Compact(m.notes)
+	return m
+}
 
 // job is what a tool's load gets: which database to copy where, and a directory of its own.
 type job struct {
 	dataset  string // the source database
 	targetDB string // a new, empty database on the target
 	scratch  string // an empty directory, removed after the run
+	peakRSS  *int64 // where a tool that runs one process of its own records its peak RSS
 }
 
 // measure times one tool loading one dataset into a fresh database of the target, checks
 // the copy and drops it. The error is the harness's; the tool's own is in the result.
 func (b *bench) measure(ctx context.Context, ds *dataset, t tool) (result, error) {
 	r := result{dataset: ds.name, tool: t.name}
-	j := job{dataset: ds.name, targetDB: ds.name + "_" + t.name, scratch: filepath.Join(b.workDir, ds.name+"_"+t.name)}
+	j := job{dataset: ds.name, targetDB: ds.name + "_" + t.name, scratch: filepath.Join(b.workDir, ds.name+"_"+t.name), peakRSS: &r.peakRSS}
 	if err := b.setUpRun(ctx, j); err != nil {
 		return r, fmt.Errorf("set up %s on %s: %w", t.name, ds.name, err)
 	}
@@ -471,7 +512,13 @@ func (b *bench) setUpRun(ctx context.Context, j job) error {
 	if err := checkpoint(ctx, b.source); err != nil {
 		return err
 	}
-	return checkpoint(ctx, b.target)
+	if err := checkpoint(ctx, b.target); err != nil {
+		return err
+	}
+	// The previous run's dropped database and the checkpoints leave writes in the kernel's
+	// cache; flushed now, they do not slow the next run down.
+	syscall.Sync()
+	return nil
 }
 
 // tearDownRun drops the run's target database to free the disk, and what the tool left on

@@ -21,12 +21,13 @@ type environment struct {
 	machine  string
 	versions []string
 	jobs     int
+	rounds   int
 	total    time.Duration
 }
 
 // describe reads the machine and the versions of the servers and tools.
 func (b *bench) describe(ctx context.Context) (environment, error) {
-	env := environment{machine: machine(), jobs: b.cfg.jobs}
+	env := environment{machine: machine(), jobs: b.cfg.jobs, rounds: b.cfg.rounds}
 	for _, s := range []struct {
 		role   string
 		server *pgtest.Server
@@ -117,11 +118,29 @@ func printReport(w io.Writer, env environment, datasets []*dataset, tools []tool
 	}
 	tw.Flush()
 
+	if env.rounds > 1 {
+		fmt.Fprintf(w, "\nmedian of %d rounds; every round, in seconds:\n", env.rounds)
+		for _, ds := range datasets {
+			for _, t := range tools {
+				r := byKey[[2]string{ds.name, t.name}]
+				var times []string
+				for _, d := range r.rounds {
+					times = append(times, fmt.Sprintf("%.1f", seconds(d)))
+				}
+				fmt.Fprintf(w, "  %s %s: %s\n", ds.name, t.name, strings.Join(times, " "))
+			}
+		}
+	}
 	if slices.ContainsFunc(tools, func(t tool) bool { return t.name == "pgleap" }) {
 		fmt.Fprintf(w, "\npgleap's time / other tool's time (goal: at most %.2f of the fastest other):\n", goalRatio)
 		for _, ds := range datasets {
 			fmt.Fprintf(w, "%s: %s\n", ds.name, ratios(ds.name, tools, byKey))
 		}
+		fmt.Fprintf(w, "\npgleap's peak RSS (goal: well under %d MB):", rssGoalMB)
+		for _, ds := range datasets {
+			fmt.Fprintf(w, " %s %d MB", ds.name, byKey[[2]string{ds.name, "pgleap"}].peakRSS>>20)
+		}
+		fmt.Fprintln(w)
 	}
 	printProblems(w, results)
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -51,9 +52,14 @@ func loadPgleap(ctx context.Context, b *bench, j job) error {
 		return b.pgleapErr
 	}
 	jobs := strconv.Itoa(b.cfg.jobs)
-	return runCommand(ctx, b.pgleapBin, "migrate", "--no-follow",
+	cmd := command(ctx, b.pgleapBin, "migrate", "--no-follow",
 		"--source", b.source.ConnString(j.dataset), "--target", b.target.ConnString(j.targetDB),
 		"--jobs", jobs, "--index-jobs", jobs)
+	err := runCmd(cmd)
+	if usage, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && j.peakRSS != nil {
+		*j.peakRSS = usage.Maxrss << 10 // kilobytes on Linux
+	}
+	return err
 }
 
 // loadPgcopydb: pgcopydb clone, which runs pg_dump's pre-data, parallel COPY, parallel index

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
@@ -66,6 +67,7 @@ type Result struct {
 const (
 	stepLargeObjects = "copy:large-objects"
 	pipeBuffer       = 256 << 10 // bytes gathered before a hand-off between the two COPYs
+	sourceReadBuffer = 256 << 10 // bytes read from the source's socket at once
 )
 
 // copySettings are the target session settings of copy workers: a crash loses at most the
@@ -119,7 +121,11 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			return nil, err
 		}
 	}
-	if err := resetMovedTables(ctx, target, items); err != nil {
+	families, err := partitionRoots(ctx, source)
+	if err != nil {
+		return nil, err
+	}
+	if err := resetPartlyCopied(ctx, target, items, opts.Follow, families); err != nil {
 		return nil, err
 	}
 	if items, err = state.CopyPlan(ctx, target); err != nil {
@@ -293,26 +299,37 @@ func selectedTables(ctx context.Context, source *pgx.Conn, filter config.TableFi
 	return tables, nil
 }
 
-// resetMovedTables empties the tables split by blocks that are partly copied: the rest
-// would be read at another snapshot, and rows updated in between move between blocks.
-func resetMovedTables(ctx context.Context, target *pgx.Conn, items []state.CopyItem) error {
-	partly := map[[2]string]bool{}
-	finished := map[[2]string]bool{}
+// resetPartlyCopied empties the tables whose remaining units would be read at another
+// snapshot than their finished ones, where that matters: tables split by blocks (rows
+// updated in between move between blocks) and, when following, every table, since the
+// apply skips changes per table by the one snapshot its rows were read at. When following,
+// the partitions of one partitioned table go together, as changes arrive through the root.
+func resetPartlyCopied(ctx context.Context, target *pgx.Conn, items []state.CopyItem, follow bool, roots map[string]string) error {
+	unit := func(i state.CopyItem) string {
+		name := pg.QualifiedName(i.Schema, i.Table)
+		if root := roots[name]; follow && root != "" {
+			return root
+		}
+		return name
+	}
+	partly, finished := map[string]bool{}, map[string]bool{}
 	for _, i := range items {
-		if i.SplitBy != state.SplitCTID {
+		if !follow && i.SplitBy != state.SplitCTID {
 			continue
 		}
-		key := [2]string{i.Schema, i.Table}
 		if i.Finished() {
-			finished[key] = true
+			finished[unit(i)] = true
 		} else {
-			partly[key] = true
+			partly[unit(i)] = true
 		}
 	}
-	for key := range partly {
-		if !finished[key] {
+	seen := map[[2]string]bool{}
+	for _, i := range items {
+		key := [2]string{i.Schema, i.Table}
+		if u := unit(i); !partly[u] || !finished[u] || seen[key] {
 			continue
 		}
+		seen[key] = true
 		err := pgx.BeginFunc(ctx, target, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, "TRUNCATE ONLY "+pg.QualifiedName(key[0], key[1])); err != nil {
 				return err
@@ -324,6 +341,29 @@ func resetMovedTables(ctx context.Context, target *pgx.Conn, items []state.CopyI
 		}
 	}
 	return nil
+}
+
+// partitionRoots maps each partition to the partitioned table at the top of its tree.
+func partitionRoots(ctx context.Context, source *pgx.Conn) (map[string]string, error) {
+	all, err := catalog.Tables(ctx, source)
+	if err != nil {
+		return nil, fmt.Errorf("list source tables: %w", err)
+	}
+	parent := map[string]string{}
+	for _, t := range all {
+		if t.PartitionOf != "" {
+			parent[t.QualifiedName()] = t.PartitionOf
+		}
+	}
+	roots := map[string]string{}
+	for name := range parent {
+		root := name
+		for parent[root] != "" {
+			root = parent[root]
+		}
+		roots[name] = root
+	}
+	return roots, nil
 }
 
 func typesWithoutSend(ctx context.Context, source *pgx.Conn) (map[string]bool, error) {
@@ -368,7 +408,16 @@ type worker struct {
 }
 
 func newWorker(ctx context.Context, opts Options, snapshot *Snapshot, limiter *rate.Limiter) (*worker, error) {
-	source, err := pg.Connect(ctx, pg.Source, opts.Source)
+	sourceCfg, err := pg.ParseConfig(pg.Source, opts.Source)
+	if err != nil {
+		return nil, err
+	}
+	// COPY TO sends one message per row; pgproto3 reads the socket 8 kB at a time, so a
+	// larger buffer beneath it saves most of the read system calls of a copy.
+	sourceCfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		return pgproto3.NewFrontend(bufio.NewReaderSize(r, sourceReadBuffer), w)
+	}
+	source, err := pg.ConnectConfig(ctx, pg.Source, sourceCfg)
 	if err != nil {
 		return nil, err
 	}
