@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
@@ -63,3 +64,55 @@ func RecordStreamStart(ctx context.Context, conn *pgx.Conn, start pglogrepl.LSN)
 	}
 	return nil
 }
+
+// Progress is how far the target has applied the source's changes.
+type Progress struct {
+	// AppliedLSN is the end of the last source transaction applied, or the start of
+	// streaming when none is: streaming resumes there.
+	AppliedLSN pglogrepl.LSN
+	// CommitTime is the source commit time of that transaction, zero when none is applied.
+	CommitTime time.Time
+	AppliedAt  time.Time
+}
+
+// LoadProgress returns where the apply stands.
+func LoadProgress(ctx context.Context, conn *pgx.Conn) (Progress, error) {
+	var p Progress
+	var lsn string
+	var commit, at *time.Time
+	err := conn.QueryRow(ctx, `SELECT coalesce(applied_lsn, start_lsn, '0/0')::text, applied_commit_time, applied_at FROM pgleap.replication`).
+		Scan(&lsn, &commit, &at)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return p, errors.New("read the applied position: the target has no replication slot recorded: run pgleap migrate first")
+	}
+	if err != nil {
+		return p, fmt.Errorf("read the applied position from pgleap state: %w", err)
+	}
+	if commit != nil {
+		p.CommitTime = *commit
+	}
+	if at != nil {
+		p.AppliedAt = *at
+	}
+	p.AppliedLSN, err = pglogrepl.ParseLSN(lsn)
+	return p, err
+}
+
+// RecordApplied moves the applied position to end, inside the target transaction that
+// applied the source transactions up to it. It refuses to move backwards: two apply
+// processes on one target would otherwise interleave unnoticed.
+func RecordApplied(ctx context.Context, tx pgx.Tx, end pglogrepl.LSN, commitTime time.Time) error {
+	tag, err := tx.Exec(ctx, `UPDATE pgleap.replication SET applied_lsn = $1::text::pg_lsn, applied_commit_time = $2, applied_at = now()
+		WHERE coalesce(applied_lsn, start_lsn) <= $1::text::pg_lsn`, end.String(), commitTime)
+	if err != nil {
+		return fmt.Errorf("record applied position %s: %w", end, err)
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("record applied position %s: %w", end, ErrAppliedAhead)
+	}
+	return nil
+}
+
+// ErrAppliedAhead is returned when the target records a later applied position than the
+// one being recorded: another pgleap applies to this target.
+var ErrAppliedAhead = errors.New("the target has applied further already: is another pgleap migrate running against it?")
