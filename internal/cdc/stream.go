@@ -1,0 +1,388 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgleap/pgleap/internal/catalog"
+	"github.com/pgleap/pgleap/internal/pg"
+	"github.com/pgleap/pgleap/internal/state"
+)
+
+// Options configure streaming.
+type Options struct {
+	Source, Target string
+	Logger         *slog.Logger
+	// StatusInterval is how often the source hears the applied position while changes flow;
+	// when the stream is idle pgleap asks for a keepalive this often, to move past WAL that
+	// holds nothing to apply.
+	StatusInterval time.Duration
+	// Retry is the longest wait between reconnections after a lost connection.
+	MaxRetryDelay time.Duration
+}
+
+// Stats say what a stream did.
+type Stats struct {
+	ApplyStats
+	Reconnects int
+}
+
+// Stream applies the source's changes to the target until ctx ends, reconnecting after
+// lost connections. It returns nil when ctx ends, and an error when the apply cannot go
+// on (a schema mismatch, a missing row, a lost slot).
+func Stream(ctx context.Context, opts Options) (Stats, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.StatusInterval <= 0 {
+		opts.StatusInterval = time.Second
+	}
+	if opts.MaxRetryDelay <= 0 {
+		opts.MaxRetryDelay = 30 * time.Second
+	}
+	var stats Stats
+	delay := 500 * time.Millisecond
+	for {
+		s := &session{opts: opts}
+		err := s.run(ctx)
+		stats.Transactions += s.stats().Transactions
+		stats.Changes += s.stats().Changes
+		stats.Skipped += s.stats().Skipped
+		stats.Groups += s.stats().Groups
+		if ctx.Err() != nil {
+			return stats, nil
+		}
+		if !retryable(err) {
+			return stats, err
+		}
+		if s.progressed {
+			delay = 500 * time.Millisecond
+		}
+		opts.Logger.Warn("streaming interrupted: reconnecting", "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return stats, nil
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, opts.MaxRetryDelay)
+		stats.Reconnects++
+	}
+}
+
+// retryable tells a lost connection or a server going away, which a reconnection may
+// cure, from an error the apply would only meet again.
+func retryable(err error) bool {
+	if err == nil {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code[:2] {
+		case "08", "57", "53": // connection, operator intervention (shutdown), resources
+			return pgErr.Code != "57014" // query_canceled is ours
+		case "40": // serialization failure, deadlock
+			return true
+		}
+		return pgErr.Code == "55006" // object in use: the slot is still held by our old walsender
+	}
+	var connectErr *pg.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connectErr) || errors.As(err, &netErr) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err)
+}
+
+// session is one connection to each side, from the recorded position until an error.
+type session struct {
+	opts       Options
+	repl       *pgconn.PgConn // replication connection to the source
+	source     *pgx.Conn      // catalog lookups on the source
+	target     *pgx.Conn      // the apply session
+	applier    *applier
+	decoder    *Decoder
+	progressed bool // applied something: the next reconnection need not wait long
+}
+
+func (s *session) stats() ApplyStats {
+	if s.applier == nil {
+		return ApplyStats{}
+	}
+	return s.applier.Stats
+}
+
+func (s *session) run(ctx context.Context) error {
+	defer s.close()
+	if err := s.connect(ctx); err != nil {
+		return err
+	}
+	repl, ok, err := state.LoadReplication(ctx, s.target)
+	if err != nil {
+		return err
+	}
+	if !ok || repl.StartLSN == 0 {
+		return errors.New("stream changes: the target records no replication slot: run pgleap migrate, which creates it before the copy")
+	}
+	progress, err := state.LoadProgress(ctx, s.target)
+	if err != nil {
+		return err
+	}
+	skip, err := syncLSNs(ctx, s.source, s.target, repl.StartLSN)
+	if err != nil {
+		return err
+	}
+	s.applier = newApplier(s.target, skip, progress.AppliedLSN)
+	s.decoder = NewDecoder()
+	err = pglogrepl.StartReplication(ctx, s.repl, repl.Slot, progress.AppliedLSN, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + repl.Publication + "'"},
+	})
+	if err != nil {
+		return fmt.Errorf("start streaming from slot %s at %s: %w", repl.Slot, progress.AppliedLSN, err)
+	}
+	s.opts.Logger.Info("streaming changes", "slot", repl.Slot, "from", progress.AppliedLSN)
+	return s.loop(ctx)
+}
+
+func (s *session) connect(ctx context.Context) error {
+	cfg, err := pg.ParseConfig(pg.Source, s.opts.Source)
+	if err != nil {
+		return err
+	}
+	replCfg := cfg.Config.Copy()
+	replCfg.RuntimeParams["replication"] = "database"
+	replCfg.RuntimeParams["application_name"] = "pgleap_stream"
+	if s.repl, err = pgconn.ConnectConfig(ctx, replCfg); err != nil {
+		return &pg.ConnectError{Side: pg.Source, Address: fmt.Sprintf("%s:%d", replCfg.Host, replCfg.Port), Err: err}
+	}
+	cfg.RuntimeParams["search_path"] = ""
+	if s.source, err = pg.ConnectConfig(ctx, pg.Source, cfg); err != nil {
+		return err
+	}
+	targetCfg, err := pg.ParseConfig(pg.Target, s.opts.Target)
+	if err != nil {
+		return err
+	}
+	for k, v := range ApplySettings {
+		targetCfg.RuntimeParams[k] = v
+	}
+	s.target, err = pg.ConnectConfig(ctx, pg.Target, targetCfg)
+	return err
+}
+
+func (s *session) close() {
+	ctx := context.Background()
+	if s.applier != nil {
+		s.applier.rollback(ctx)
+	}
+	for _, c := range []interface{ Close(context.Context) error }{s.repl, s.source, s.target} {
+		if c != nil && !isNilConn(c) {
+			c.Close(ctx)
+		}
+	}
+}
+
+func isNilConn(c any) bool {
+	switch c := c.(type) {
+	case *pgconn.PgConn:
+		return c == nil
+	case *pgx.Conn:
+		return c == nil
+	}
+	return false
+}
+
+// loop receives until an error. It never blocks past the next thing due: a group to commit
+// or a status to send.
+func (s *session) loop(ctx context.Context) error {
+	nextStatus := time.Now().Add(s.opts.StatusInterval)
+	var reported pglogrepl.LSN
+	for {
+		deadline := nextStatus
+		if due, open := s.applier.groupDue(); open && due.Before(deadline) {
+			deadline = due
+		}
+		recvCtx, cancel := context.WithDeadline(ctx, deadline)
+		raw, err := s.repl.ReceiveMessage(recvCtx)
+		cancel()
+		if err != nil && pgconn.Timeout(err) && ctx.Err() == nil {
+			if err := s.applier.commitGroup(ctx); err != nil {
+				return err
+			}
+			if !time.Now().Before(nextStatus) {
+				idle := s.applier.cur == nil && !s.applier.group.open
+				if err := s.sendStatus(ctx, idle); err != nil {
+					return err
+				}
+				reported = s.applier.applied
+				nextStatus = time.Now().Add(s.opts.StatusInterval)
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("receive from the source: %w", err)
+		}
+		switch msg := raw.(type) {
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("stream from the source: %w", pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.CopyData:
+			if err := s.handle(ctx, msg.Data); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("stream from the source: unexpected message %T", raw)
+		}
+		if s.applier.applied != reported && !time.Now().Before(nextStatus) {
+			if err := s.sendStatus(ctx, false); err != nil {
+				return err
+			}
+			reported = s.applier.applied
+			nextStatus = time.Now().Add(s.opts.StatusInterval)
+		}
+	}
+}
+
+func (s *session) handle(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("parse keepalive: %w", err)
+		}
+		if err := s.advanceIdle(ctx, ka.ServerWALEnd); err != nil {
+			return err
+		}
+		if ka.ReplyRequested {
+			return s.sendStatus(ctx, false)
+		}
+		return nil
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("parse WAL data: %w", err)
+		}
+		return s.apply(ctx, xld.WALData)
+	}
+	return nil
+}
+
+func (s *session) apply(ctx context.Context, walData []byte) error {
+	msg, err := s.decoder.Decode(walData)
+	if err != nil {
+		return err
+	}
+	switch m := msg.(type) {
+	case *Relation:
+		s.applier.forget(m)
+		types, err := sourceTypes(ctx, s.source, m)
+		if err != nil {
+			return err
+		}
+		if err := s.applier.flushBatch(ctx); err != nil {
+			return err
+		}
+		return s.applier.checkRelation(ctx, m, types)
+	case Begin:
+		return s.applier.begin(ctx, m)
+	case Change:
+		return s.applier.apply(ctx, &m)
+	case Commit:
+		if err := s.applier.commit(ctx, m); err != nil {
+			return err
+		}
+		s.progressed = true
+	}
+	return nil
+}
+
+// advanceIdle moves the applied position to a keepalive's WAL position when everything
+// received is applied and no transaction is half received: the WAL before that position
+// holds nothing more to apply (transactions of other databases or unpublished tables).
+func (s *session) advanceIdle(ctx context.Context, walEnd pglogrepl.LSN) error {
+	a := s.applier
+	if a.cur != nil || walEnd <= a.applied {
+		return nil
+	}
+	if err := a.commitGroup(ctx); err != nil {
+		return err
+	}
+	err := pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error { return state.RecordApplied(ctx, tx, walEnd, time.Time{}) })
+	if err != nil {
+		return err
+	}
+	a.applied = walEnd
+	return nil
+}
+
+// sendStatus tells the source what the target has durably applied; replyRequested asks
+// for a keepalive back, which is how an idle stream learns it may move on.
+func (s *session) sendStatus(ctx context.Context, replyRequested bool) error {
+	pos := s.applier.applied
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pos, WALFlushPosition: pos, WALApplyPosition: pos, ReplyRequested: replyRequested,
+	})
+	if err != nil {
+		return fmt.Errorf("send the applied position to the source: %w", err)
+	}
+	return nil
+}
+
+// sourceTypes are the declared types of a relation's columns on the source, as
+// format_type writes them with an empty search_path (qualified outside pg_catalog).
+func sourceTypes(ctx context.Context, source *pgx.Conn, rel *Relation) ([]string, error) {
+	oids := make([]uint32, len(rel.Columns))
+	mods := make([]int32, len(rel.Columns))
+	for i, c := range rel.Columns {
+		oids[i], mods[i] = c.TypeOID, c.TypeMod
+	}
+	var types []string
+	err := source.QueryRow(ctx, `SELECT coalesce(array_agg(pg_catalog.format_type(t, nullif(m, -1)) ORDER BY o), '{}')
+		FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY AS c(t, m, o)`, oids, mods).Scan(&types)
+	if err != nil {
+		return nil, fmt.Errorf("read column types of %s on the source: %w", rel.QualifiedName(), err)
+	}
+	return types, nil
+}
+
+// syncLSNs maps each copied table read at a later snapshot than the start of streaming to
+// that snapshot's LSN; a partitioned table published through its root maps too, from its
+// partitions (which a following copy reads at one snapshot per partitioned table).
+func syncLSNs(ctx context.Context, source, target *pgx.Conn, start pglogrepl.LSN) (map[string]pglogrepl.LSN, error) {
+	items, err := state.CopyPlan(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	tables, err := catalog.Tables(ctx, source)
+	if err != nil {
+		return nil, fmt.Errorf("list source tables: %w", err)
+	}
+	parent := map[string]string{}
+	for _, t := range tables {
+		if t.PartitionOf != "" {
+			parent[t.QualifiedName()] = t.PartitionOf
+		}
+	}
+	skip := map[string]pglogrepl.LSN{}
+	for _, i := range items {
+		if !i.Finished() {
+			return nil, fmt.Errorf("stream changes: %s is not copied yet: run pgleap migrate to finish the copy first", pg.QualifiedName(i.Schema, i.Table))
+		}
+		if i.SyncLSN <= start {
+			continue
+		}
+		for name := pg.QualifiedName(i.Schema, i.Table); name != ""; name = parent[name] {
+			skip[name] = max(skip[name], i.SyncLSN)
+		}
+	}
+	return skip, nil
+}
