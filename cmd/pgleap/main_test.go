@@ -46,6 +46,7 @@ var connectingCommands = [][]string{
 	{"check"},
 	{"migrate", "--schema-only"},
 	{"migrate", "--no-follow"},
+	{"migrate"},
 	{"verify", "--schema"},
 	{"cleanup"},
 }
@@ -91,7 +92,6 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"missing target", []string{"check", "--source", "host=a"}, "--target"},
 		{"bad pattern", []string{"check", "--source", "host=a", "--target", "host=b", "--include", "x.[y"}, "table pattern"},
 		{"bad log level", []string{"check", "--log-level", "loud"}, "--log-level"},
-		{"migrate without a mode", []string{"migrate", "--source", "host=a", "--target", "host=b"}, "--no-follow"},
 		{"two modes", []string{"migrate", "--schema-only", "--no-follow"}, "none of the others"},
 		{"bad size", []string{"migrate", "--no-follow", "--split-larger-than", "big"}, "--split-larger-than"},
 		{"verify without a mode", []string{"verify", "--source", "host=a", "--target", "host=b"}, "--schema"},

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pgleap/pgleap/internal/cdc"
 	"github.com/pgleap/pgleap/internal/config"
 	datacopy "github.com/pgleap/pgleap/internal/copy"
 	"github.com/pgleap/pgleap/internal/monitor"
@@ -28,7 +28,7 @@ func newMigrateCommand(c *cli) *cobra.Command {
 	var tables config.TableFilter
 	cmd := &cobra.Command{
 		Use:   "migrate",
-		Short: "Copy the source's roles and schema into the target",
+		Short: "Copy the source into the target, then keep it in sync until cutover",
 		Long: `migrate copies the source database into the target:
   1. roles, from pg_dumpall (without passwords unless --copy-passwords);
   2. pre-data from pg_dump (types, functions, tables without indexes, views...);
@@ -38,19 +38,21 @@ func newMigrateCommand(c *cli) *cobra.Command {
   4. post-data (indexes, constraints, triggers, policies), each table's as soon as its rows
      are in, primary keys and unique constraints as index builds, foreign keys added NOT
      VALID and validated last; materialized views refreshed; then ANALYZE.
---schema-only stops before the rows. --no-follow (a cold copy) stops after post-data; this
-version of pgleap does not stream changes yet, so a data copy needs --no-follow.
+  5. then, unless --no-follow, it streams the changes made on the source since the copy's
+     snapshot from a logical replication slot it created before the copy, applying them on
+     the target in commit order, until Ctrl-C (or cutover).
+--schema-only stops before the rows. --no-follow makes a cold copy: it leaves no slot or
+publication on the source, and cannot be followed afterwards.
 
 Every step is recorded in the target's pgleap schema: run the same command again after a
-failure, Ctrl-C or a crash and it resumes where it stopped, copying only what is missing.`,
-		Example: `  pgleap migrate --no-follow --source 'host=old-db dbname=shop' --target 'host=new-db dbname=shop'
+failure, Ctrl-C or a crash and it resumes where it stopped, copying only what is missing and
+streaming from the last change the target committed.`,
+		Example: `  pgleap migrate --source 'host=old-db dbname=shop user=migrator' --target 'host=new-db dbname=shop user=migrator'
+  pgleap migrate --no-follow --source 'host=old-db dbname=shop' --target 'host=new-db dbname=shop'
   pgleap migrate --schema-only --exclude 'archive.*' --index-jobs 4
   pgleap migrate --no-follow --jobs 4 --max-copy-rate 100MB`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !schemaOnly && !noFollow {
-				return &usageError{errors.New("this version of pgleap does not stream changes yet: pass --no-follow for a cold copy, or --schema-only")}
-			}
 			if copyOpts.Format != "auto" && copyOpts.Format != "binary" && copyOpts.Format != "text" {
 				return &usageError{fmt.Errorf("--copy-format %q: want auto, binary or text", copyOpts.Format)}
 			}
@@ -75,6 +77,7 @@ failure, Ctrl-C or a crash and it resumes where it stopped, copying only what is
 			ctx := cmd.Context()
 			if !schemaOnly {
 				copyOpts.Source, copyOpts.Target, copyOpts.Tables, copyOpts.Logger = opts.Source, opts.Target, opts.Tables, c.logger
+				copyOpts.Follow = !noFollow
 				progress := monitor.NewCopyProgress(c.stderr, c.logger, 10*time.Second)
 				copyOpts.Progress = progress
 				result, err := datacopy.FullLoad(ctx, opts, copyOpts)
@@ -82,10 +85,31 @@ failure, Ctrl-C or a crash and it resumes where it stopped, copying only what is
 				if err != nil {
 					return err
 				}
-				if c.json {
-					return writeJSON(c.stdout, result)
+				if noFollow {
+					if c.json {
+						return writeJSON(c.stdout, result)
+					}
+					return writeFullLoadResult(c.stdout, result)
 				}
-				return writeFullLoadResult(c.stdout, result)
+				if !c.json {
+					if err := writeFullLoadResult(c.stdout, result); err != nil {
+						return err
+					}
+					fmt.Fprintf(c.stdout, "streaming changes from slot %s: Ctrl-C stops, pgleap migrate resumes\n", result.Copy.Slot)
+				}
+				stats, err := cdc.Stream(ctx, cdc.Options{Source: opts.Source, Target: opts.Target, Logger: c.logger})
+				if err != nil {
+					return err
+				}
+				if c.json {
+					return writeJSON(c.stdout, struct {
+						*datacopy.FullLoadResult
+						Stream cdc.Stats
+					}{result, stats})
+				}
+				_, err = fmt.Fprintf(c.stdout, "stopped streaming: %d transactions (%d changes) applied in %d target transactions, %d reconnections\n",
+					stats.Transactions, stats.Changes, stats.Groups, stats.Reconnects)
+				return err
 			}
 			stage, err := schema.Prepare(ctx, opts)
 			if err != nil {
@@ -104,7 +128,7 @@ failure, Ctrl-C or a crash and it resumes where it stopped, copying only what is
 	}
 	flags := cmd.Flags()
 	flags.BoolVar(&schemaOnly, "schema-only", false, "copy roles and schema, not rows")
-	flags.BoolVar(&noFollow, "no-follow", false, "stop after the copy and post-data (a cold copy); do not stream changes")
+	flags.BoolVar(&noFollow, "no-follow", false, "stop after the copy and post-data (a cold copy: no slot is left on the source); do not stream changes")
 	cmd.MarkFlagsMutuallyExclusive("schema-only", "no-follow")
 	flags.IntVar(&copyOpts.Jobs, "jobs", copyOpts.Jobs, "tables or chunks copied at once")
 	flags.StringVar(&splitLargerThan, "split-larger-than", "1GB", "copy tables larger than this in parallel ranges (0: never)")

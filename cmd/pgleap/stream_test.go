@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgleap/pgleap/internal/pg"
+	"github.com/pgleap/pgleap/internal/pgtest"
+)
+
+// TestKilledMidStreamResumes kills a following pgleap migrate (SIGKILL) while the source
+// keeps writing, starts it again, and proves that once it has caught up the target holds
+// exactly the source's rows: nothing applied twice, nothing lost. Ctrl-C then stops it
+// cleanly.
+func TestKilledMidStreamResumes(t *testing.T) {
+	source, target := pgtest.Shared(t, pgtest.SourceMajor()), pgtest.Shared(t, pgtest.TargetMajor())
+	sourceDB, targetDB := source.CreateDatabase(t), target.CreateDatabase(t)
+	source.Exec(t, sourceDB, `CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL);
+		INSERT INTO accounts SELECT g, 0 FROM generate_series(1, 1000) g;
+		CREATE TABLE history (id bigserial PRIMARY KEY, account int NOT NULL, delta int NOT NULL)`)
+	sourceConn, targetConn := source.ConnString(sourceDB), target.ConnString(targetDB)
+	args := []string{"migrate", "--source", sourceConn, "--target", targetConn, "--jobs", "2"}
+
+	var written atomic.Int64
+	writerCtx, stopWriter := context.WithCancel(context.Background())
+	writerDone := make(chan error, 1)
+	go func() { writerDone <- writeTransfers(writerCtx, sourceConn, &written) }()
+
+	first, firstOut := startCLI(t, args...)
+	waitFor(t, "the first run to stream", func() bool { return scalar(t, sourceConn, streamingSQL) == "1" })
+	for n := written.Load(); written.Load() < n+200; time.Sleep(10 * time.Millisecond) {
+	}
+	if err := first.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	first.Wait()
+	for n := written.Load(); written.Load() < n+200; time.Sleep(10 * time.Millisecond) {
+	}
+
+	second, secondOut := startCLI(t, args...)
+	for n := written.Load(); written.Load() < n+200; time.Sleep(10 * time.Millisecond) {
+	}
+	stopWriter()
+	if err := <-writerDone; err != nil {
+		t.Fatal(err)
+	}
+	want := scalar(t, sourceConn, "SELECT pg_current_wal_lsn()::text")
+	waitFor(t, "the second run to catch up", func() bool {
+		return lsnAtLeast(t, scalar(t, targetConn, "SELECT coalesce(applied_lsn, '0/0')::text FROM pgleap.replication"), want)
+	})
+	if err := second.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Wait(); err != nil {
+		t.Fatalf("second run after Ctrl-C: %v\nfirst run:\n%s\nsecond run:\n%s", err, firstOut, secondOut)
+	}
+	if !strings.Contains(secondOut.String(), "stopped streaming") {
+		t.Errorf("second run did not report its stop:\n%s", secondOut)
+	}
+	wantRows, gotRows := digests(t, sourceConn), digests(t, targetConn)
+	for table, d := range wantRows {
+		if gotRows[table] != d {
+			t.Errorf("%s: source %s, target %s", table, d, gotRows[table])
+		}
+	}
+	if sum := scalar(t, targetConn, "SELECT sum(balance) FROM accounts"); sum != "0" {
+		t.Errorf("balances on the target sum to %s: a transfer was applied in part or twice", sum)
+	}
+	t.Logf("%d transfers written while pgleap was killed and restarted", written.Load())
+}
+
+const streamingSQL = "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pgleap_stream'"
+
+// writeTransfers moves money between accounts, one transaction per transfer, until ctx ends.
+func writeTransfers(ctx context.Context, connString string, written *atomic.Int64) error {
+	conn, err := pgxConnect(connString)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	for i := 0; ctx.Err() == nil; i++ {
+		from, to := 1+i%1000, 1+(i*7+3)%1000
+		_, err := conn.Exec(context.Background(), fmt.Sprintf(`BEGIN;
+			UPDATE accounts SET balance = balance - 5 WHERE id = %d;
+			UPDATE accounts SET balance = balance + 5 WHERE id = %d;
+			INSERT INTO history (account, delta) VALUES (%[1]d, -5), (%[2]d, 5);
+			COMMIT`, from, to))
+		if err != nil {
+			return err
+		}
+		written.Add(1)
+	}
+	return nil
+}
+
+// startCLI runs pgleap as a process of its own, so that it can be killed.
+func startCLI(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), cliEnv+"=1")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return cmd, &out
+}
+
+func waitFor(t *testing.T, what string, done func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(90 * time.Second); !done(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 90 s for %s", what)
+		}
+	}
+}
+
+func lsnAtLeast(t *testing.T, got, want string) bool {
+	t.Helper()
+	g, err := pglogrepl.ParseLSN(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := pglogrepl.ParseLSN(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g >= w
+}
+
+// scalar runs a query that returns one value and returns it as text ("" for NULL).
+func scalar(t *testing.T, connString, sql string) string {
+	t.Helper()
+	conn, err := pgxConnect(connString)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var v *string
+	if err := conn.QueryRow(context.Background(), "SELECT ("+sql+")::text").Scan(&v); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	if v == nil {
+		return ""
+	}
+	return *v
+}
+
+func pgxConnect(connString string) (*pgx.Conn, error) {
+	return pg.Connect(context.Background(), pg.Source, connString)
+}
