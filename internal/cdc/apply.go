@@ -353,9 +353,10 @@ func (a *applier) rollback(ctx context.Context) {
 	a.tx, a.cur, a.group, a.batch = nil, nil, groupStats{}, pendingBatch{}
 }
 
-// groupDue is when the open group should be committed even if no more arrives.
-func (a *applier) groupDue() (time.Time, bool) {
-	if !a.group.open {
+// groupDue is when the open group should be committed even if no more arrives; ok is
+// false while there is none or a source transaction is half applied (its commit decides).
+func (a *applier) groupDue() (due time.Time, ok bool) {
+	if !a.group.open || a.cur != nil {
 		return time.Time{}, false
 	}
 	return a.group.started.Add(maxGroupAge), true

@@ -1,6 +1,7 @@
 package cdc
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -125,7 +126,7 @@ func (d *Decoder) Decode(data []byte) (Message, error) {
 	if len(data) == 0 {
 		return nil, errors.New("decode pgoutput message: empty")
 	}
-	msg, err := pglogrepl.Parse(data)
+	msg, err := parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("decode pgoutput message %q: %w", data[0], err)
 	}
@@ -209,4 +210,24 @@ func values(t *pglogrepl.TupleData) []Value {
 		}
 	}
 	return vs
+}
+
+// ErrMalformed is returned for a message too short for what it declares.
+var ErrMalformed = errors.New("malformed message")
+
+// parse is pglogrepl.Parse made safe for malformed input, on which it indexes past the end
+// of the message (found by FuzzDecode): a bad message from the server must stop the stream
+// with an error, not crash pgleap.
+func parse(data []byte) (msg pglogrepl.Message, err error) {
+	// A TRUNCATE's relation count is trusted for an allocation: check it against the
+	// message first, or a corrupt count asks for gigabytes.
+	if data[0] == 'T' && len(data) >= 5 && int64(binary.BigEndian.Uint32(data[1:5]))*4 > int64(len(data)) {
+		return nil, fmt.Errorf("%w: truncate of %d relations in %d bytes", ErrMalformed, binary.BigEndian.Uint32(data[1:5]), len(data))
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			msg, err = nil, fmt.Errorf("%w: %v", ErrMalformed, r)
+		}
+	}()
+	return pglogrepl.Parse(data)
 }

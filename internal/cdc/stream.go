@@ -206,8 +206,13 @@ func (s *session) loop(ctx context.Context) error {
 	var reported pglogrepl.LSN
 	for {
 		deadline := nextStatus
-		if due, open := s.applier.groupDue(); open && due.Before(deadline) {
+		if due, ok := s.applier.groupDue(); ok && due.Before(deadline) {
 			deadline = due
+		}
+		// A deadline already past would make ReceiveMessage return at once without reading:
+		// do what is due first.
+		if !time.Now().Before(deadline) {
+			deadline = time.Now().Add(time.Millisecond)
 		}
 		recvCtx, cancel := context.WithDeadline(ctx, deadline)
 		raw, err := s.repl.ReceiveMessage(recvCtx)
