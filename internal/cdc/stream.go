@@ -62,7 +62,7 @@ func Stream(ctx context.Context, opts Options) (Stats, error) {
 		if ctx.Err() != nil {
 			return stats, nil
 		}
-		if !retryable(err) {
+		if !retryable(err) && !s.connectionLost() {
 			return stats, err
 		}
 		if s.progressed {
@@ -110,6 +110,12 @@ type session struct {
 	applier    *applier
 	decoder    *Decoder
 	progressed bool // applied something: the next reconnection need not wait long
+}
+
+// connectionLost reports whether a connection of the session broke, whatever error the
+// call that met it returned: a server restart ends sessions between two statements.
+func (s *session) connectionLost() bool {
+	return s.repl != nil && s.repl.IsClosed() || s.source != nil && s.source.IsClosed() || s.target != nil && s.target.IsClosed()
 }
 
 func (s *session) stats() ApplyStats {

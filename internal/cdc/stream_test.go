@@ -314,3 +314,28 @@ func (l testLog) Write(p []byte) (int, error) {
 	l.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
+
+// TestStreamSurvivesTargetCrash crashes the target (immediate shutdown, then crash
+// recovery) while changes stream: the target comes back with the applied position of its
+// last committed transaction, and the stream resumes from there.
+func TestStreamSurvivesTargetCrash(t *testing.T) {
+	source, target := pgtest.Shared(t, pgtest.SourceMajor()), pgtest.Start(t, pgtest.TargetMajor(), pgtest.Options{Durable: true})
+	sourceConn, targetConn := followedPair(t, source, target, `CREATE TABLE ticks (id int PRIMARY KEY, v int); INSERT INTO ticks VALUES (0, 0)`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := startStream(t, ctx, sourceConn, targetConn)
+	for i := 1; i <= 600; i++ {
+		execSQL(t, sourceConn, fmt.Sprintf("BEGIN; INSERT INTO ticks VALUES (%d, %[1]d); UPDATE ticks SET v = v + 1 WHERE id = 0; COMMIT", i))
+		if i == 300 {
+			if err := target.Restart(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	waitCaughtUp(t, sourceConn, targetConn, done)
+	cancel()
+	if stats := <-done; stats.err != nil || stats.Reconnects == 0 {
+		t.Fatalf("stream: %+v, want no error after a reconnection", stats)
+	}
+	requireSameRows(t, sourceConn, targetConn)
+}

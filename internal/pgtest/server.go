@@ -27,6 +27,8 @@ type Server struct {
 	OSUser  string // the OS user the server runs as
 	process *exec.Cmd
 	exited  chan error
+	args    []string // the postgres command line, kept for Restart
+	runAs   *osUser
 }
 
 // Options adjust a server before it starts.
@@ -176,10 +178,26 @@ func (s *Server) start(ctx context.Context, runAs *osUser, opts Options) error {
 	for name, value := range opts.Settings {
 		settings[name] = value
 	}
-	args := []string{"-D", s.DataDir()}
+	s.args = []string{"-D", s.DataDir()}
 	for name, value := range settings {
-		args = append(args, "-c", name+"="+value)
+		s.args = append(s.args, "-c", name+"="+value)
 	}
+	s.runAs = runAs
+	return s.startProcess(ctx)
+}
+
+// Restart stops the server as a crash would (immediate shutdown: no checkpoint, sessions
+// cut) and starts it again on the same port and data, through crash recovery.
+func (s *Server) Restart(ctx context.Context) error {
+	if s.process != nil {
+		s.kill()
+		s.process = nil
+	}
+	return s.startProcess(ctx)
+}
+
+func (s *Server) startProcess(ctx context.Context) error {
+	port := s.Port
 	logFile, err := os.OpenFile(s.LogFile(), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		return fmt.Errorf("open server log: %w", err)
@@ -187,9 +205,9 @@ func (s *Server) start(ctx context.Context, runAs *osUser, opts Options) error {
 	defer logFile.Close() // the child holds its own descriptor
 	logStart, _ := logFile.Seek(0, 2)
 
-	cmd := exec.Command(filepath.Join(s.BinDir, "postgres"), args...)
+	cmd := exec.Command(filepath.Join(s.BinDir, "postgres"), s.args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = runAs.sysProcAttr()
+	cmd.SysProcAttr = s.runAs.sysProcAttr()
 	// SIGQUIT is an immediate shutdown: a test binary killed mid-run leaves no server behind.
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
 	if err := cmd.Start(); err != nil {
