@@ -62,7 +62,7 @@ func Stream(ctx context.Context, opts Options) (Stats, error) {
 		if ctx.Err() != nil {
 			return stats, nil
 		}
-		if !retryable(err) && !s.connectionLost() {
+		if !retryable(err) && !s.lost {
 			return stats, err
 		}
 		if s.progressed {
@@ -110,6 +110,7 @@ type session struct {
 	applier    *applier
 	decoder    *Decoder
 	progressed bool // applied something: the next reconnection need not wait long
+	lost       bool // a connection broke
 }
 
 // connectionLost reports whether a connection of the session broke, whatever error the
@@ -126,7 +127,13 @@ func (s *session) stats() ApplyStats {
 }
 
 func (s *session) run(ctx context.Context) error {
-	defer s.close()
+	err := s.stream(ctx)
+	s.lost = s.connectionLost() // before close, which closes them all
+	s.close()
+	return err
+}
+
+func (s *session) stream(ctx context.Context) error {
 	if err := s.connect(ctx); err != nil {
 		return err
 	}
