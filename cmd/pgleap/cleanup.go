@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pgleap/pgleap/internal/cdc"
 	datacopy "github.com/pgleap/pgleap/internal/copy"
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/state"
@@ -25,7 +26,8 @@ func newCleanupCommand(c *cli) *cobra.Command {
 		Short: "Destructive: drop the migration's replication slot, publication and pgleap state",
 		Long: `Destructive: cleanup ends a migration's footprint. On the source it drops the replication
 slot and the publication the migration streams from (so the source stops keeping WAL for
-it); on the target it drops the pgleap schema, where the migration's progress is recorded.
+it); on the target it lifts the read-only guard and drops the pgleap schema, where the
+migration's progress is recorded.
 The copied objects and rows stay on the target: drop and recreate the target database to
 start over from nothing.
 
@@ -67,6 +69,10 @@ migration, which needs an empty target database.`,
 					if res.Source, err = datacopy.DropStream(ctx, source, r); err != nil {
 						return err
 					}
+					if err := cdc.SetTargetGuard(ctx, target, false); err != nil {
+						return err
+					}
+					res.Target = append(res.Target, "the read-only guard of the target database")
 				}
 				if err := state.Drop(ctx, target); err != nil {
 					return err

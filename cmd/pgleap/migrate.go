@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,7 +24,7 @@ func init() { commands = append(commands, newMigrateCommand) }
 func newMigrateCommand(c *cli) *cobra.Command {
 	opts := schema.Options{IndexJobs: runtime.NumCPU()}
 	copyOpts := datacopy.Options{Jobs: runtime.NumCPU(), Format: "auto"}
-	var schemaOnly, noFollow bool
+	var schemaOnly, noFollow, noTargetGuard bool
 	var splitLargerThan, maxRate string
 	var tables config.TableFilter
 	cmd := &cobra.Command{
@@ -91,9 +92,15 @@ streaming from the last change the target committed.`,
 					}
 					return writeFullLoadResult(c.stdout, result)
 				}
+				if err := guardTarget(ctx, opts.Target, !noTargetGuard); err != nil {
+					return err
+				}
 				if !c.json {
 					if err := writeFullLoadResult(c.stdout, result); err != nil {
 						return err
+					}
+					if !noTargetGuard {
+						fmt.Fprintln(c.stdout, "the target database is read-only for every session but pgleap's until cutover (--no-target-guard lifts this)")
 					}
 					fmt.Fprintf(c.stdout, "streaming changes from slot %s: Ctrl-C stops, pgleap migrate resumes\n", result.Copy.Slot)
 				}
@@ -130,6 +137,7 @@ streaming from the last change the target committed.`,
 	flags.BoolVar(&schemaOnly, "schema-only", false, "copy roles and schema, not rows")
 	flags.BoolVar(&noFollow, "no-follow", false, "stop after the copy and post-data (a cold copy: no slot is left on the source); do not stream changes")
 	cmd.MarkFlagsMutuallyExclusive("schema-only", "no-follow")
+	flags.BoolVar(&noTargetGuard, "no-target-guard", false, "leave the target database writable for other sessions while changes stream (default: read-only for all but pgleap, so nothing forks it)")
 	flags.IntVar(&copyOpts.Jobs, "jobs", copyOpts.Jobs, "tables or chunks copied at once")
 	flags.StringVar(&splitLargerThan, "split-larger-than", "1GB", "copy tables larger than this in parallel ranges (0: never)")
 	flags.StringVar(&maxRate, "max-copy-rate", "0", "cap on bytes per second read from the source across all workers, such as 50MB (0: no cap; pgleap.yaml: max_copy_rate)")
@@ -140,6 +148,16 @@ streaming from the last change the target committed.`,
 	flags.BoolVar(&opts.KeepTablespaces, "keep-tablespaces", false, "keep tablespace clauses (the tablespaces must exist on the target); default: the target's default tablespace")
 	c.addTableFlags(cmd, &tables.Include, &tables.Exclude)
 	return cmd
+}
+
+// guardTarget makes the target read-only for other sessions, or lifts that.
+func guardTarget(ctx context.Context, connString string, on bool) error {
+	target, err := pg.Connect(ctx, pg.Target, connString)
+	if err != nil {
+		return err
+	}
+	defer target.Close(context.WithoutCancel(ctx))
+	return cdc.SetTargetGuard(ctx, target, on)
 }
 
 func parseSizes(opts *datacopy.Options, splitLargerThan, maxRate string) error {

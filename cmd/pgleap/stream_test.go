@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/pgtest"
@@ -49,6 +51,14 @@ func TestKilledMidStreamResumes(t *testing.T) {
 	}
 
 	second, secondOut := startCLI(t, args...)
+	// The target is guarded: a session other than pgleap's reads but cannot write.
+	other := target.Conn(t, targetDB)
+	if _, err := other.Exec(context.Background(), "INSERT INTO accounts VALUES (-1, 0)"); !isSQLState(err, "25006") {
+		t.Errorf("a write by another session on the guarded target = %v, want read-only transaction (25006)", err)
+	}
+	if _, err := other.Exec(context.Background(), "SELECT count(*) FROM accounts"); err != nil {
+		t.Errorf("a read on the guarded target: %v", err)
+	}
 	for n := written.Load(); written.Load() < n+200; time.Sleep(10 * time.Millisecond) {
 	}
 	stopWriter()
@@ -160,4 +170,9 @@ func scalar(t *testing.T, connString, sql string) string {
 
 func pgxConnect(connString string) (*pgx.Conn, error) {
 	return pg.Connect(context.Background(), pg.Source, connString)
+}
+
+func isSQLState(err error, code string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == code
 }

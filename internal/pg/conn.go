@@ -75,6 +75,11 @@ func ParseConfig(side Side, connString string) (*pgx.ConnConfig, error) {
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = applicationName
 	}
+	if side == Target {
+		// While a migration follows the source, the target database is read-only for every
+		// session but pgleap's own (see cdc.SetTargetGuard).
+		cfg.RuntimeParams["default_transaction_read_only"] = "off"
+	}
 	return cfg, nil
 }
 

@@ -116,3 +116,11 @@ func RecordApplied(ctx context.Context, tx pgx.Tx, end pglogrepl.LSN, commitTime
 // ErrAppliedAhead is returned when the target records a later applied position than the
 // one being recorded: another pgleap applies to this target.
 var ErrAppliedAhead = errors.New("the target has applied further already: is another pgleap migrate running against it?")
+
+// RecordTargetGuard records whether the target database is guarded.
+func RecordTargetGuard(ctx context.Context, conn *pgx.Conn, on bool) error {
+	if _, err := conn.Exec(ctx, "UPDATE pgleap.replication SET target_guard = $1", on); err != nil {
+		return fmt.Errorf("record the target guard in pgleap state: %w", err)
+	}
+	return nil
+}

@@ -17,6 +17,8 @@ CREATE TABLE pgleap.replication (
   applied_lsn pg_lsn,               -- NULL until the first transaction is applied
   applied_commit_time timestamptz,  -- the source commit time of that transaction
   applied_at timestamptz,           -- when it was applied
+  -- The target database is read-only for every session but pgleap's until cutover.
+  target_guard boolean NOT NULL DEFAULT false,
   created_at timestamptz NOT NULL DEFAULT now(),
   CHECK (applied_lsn IS NULL OR applied_lsn >= start_lsn)
 );
