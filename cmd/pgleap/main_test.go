@@ -49,6 +49,7 @@ var connectingCommands = [][]string{
 	{"migrate"},
 	{"verify", "--schema"},
 	{"cleanup"},
+	{"status"},
 }
 
 func TestUnreachableSourceExitsTwoWithOneLine(t *testing.T) {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -69,6 +70,25 @@ func TestKilledMidStreamResumes(t *testing.T) {
 	waitFor(t, "the second run to catch up", func() bool {
 		return lsnAtLeast(t, scalar(t, targetConn, "SELECT coalesce(applied_lsn, '0/0')::text FROM pgleap.replication"), want)
 	})
+	code, stdout, stderr := pgleap(t, nil, "status", "--json", "--source", sourceConn, "--target", targetConn, "--sample", "200ms")
+	var st struct {
+		Phase       string   `json:"phase"`
+		LagBytes    *int64   `json:"lag_bytes"`
+		LagSeconds  *float64 `json:"lag_seconds"`
+		AppliedLSN  string   `json:"applied_lsn"`
+		TargetGuard bool     `json:"target_guard"`
+		TPS         *float64 `json:"transactions_per_second"`
+		Tables      []struct {
+			Name, State string
+		} `json:"tables"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &st); code != exitOK || err != nil {
+		t.Fatalf("status: exit %d, %v\n%s%s", code, err, stdout, stderr)
+	}
+	if st.Phase != "streaming" || st.LagBytes == nil || st.LagSeconds == nil || st.AppliedLSN == "" || !st.TargetGuard || st.TPS == nil ||
+		len(st.Tables) != 2 || st.Tables[0].State != "copied" {
+		t.Errorf("status while streaming = %+v\n%s", st, stdout)
+	}
 	if err := second.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}

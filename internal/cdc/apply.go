@@ -73,11 +73,12 @@ type ApplyStats struct {
 }
 
 type groupStats struct {
-	open       bool
-	started    time.Time
-	changes    int
-	end        pglogrepl.LSN
-	commitTime time.Time
+	open         bool
+	started      time.Time
+	transactions int
+	changes      int
+	end          pglogrepl.LSN
+	commitTime   time.Time
 }
 
 // targetTable is what the target says about a table changes are applied to.
@@ -311,6 +312,7 @@ func (a *applier) commit(ctx context.Context, c Commit) error {
 	}
 	a.cur = nil
 	a.group.end, a.group.commitTime = c.EndLSN, c.CommitTime
+	a.group.transactions++
 	a.Stats.Transactions++
 	if a.group.changes >= maxGroupChanges || time.Since(a.group.started) >= maxGroupAge {
 		return a.commitGroup(ctx)
@@ -328,7 +330,7 @@ func (a *applier) commitGroup(ctx context.Context) error {
 		return err
 	}
 	if a.group.end > a.applied {
-		if err := state.RecordApplied(ctx, a.tx, a.group.end, a.group.commitTime); err != nil {
+		if err := state.RecordApplied(ctx, a.tx, a.group.end, a.group.commitTime, int64(a.group.transactions), int64(a.group.changes)); err != nil {
 			return err
 		}
 	}

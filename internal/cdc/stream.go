@@ -160,6 +160,9 @@ func (s *session) stream(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("start streaming from slot %s at %s: %w", repl.Slot, progress.AppliedLSN, err)
 	}
+	if err := state.SetPhase(ctx, s.target, state.PhaseStreaming); err != nil {
+		return err
+	}
 	s.opts.Logger.Info("streaming changes", "slot", repl.Slot, "from", progress.AppliedLSN)
 	return s.loop(ctx)
 }
@@ -334,7 +337,7 @@ func (s *session) advanceIdle(ctx context.Context, walEnd pglogrepl.LSN) error {
 	if err := a.commitGroup(ctx); err != nil {
 		return err
 	}
-	err := pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error { return state.RecordApplied(ctx, tx, walEnd, time.Time{}) })
+	err := pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error { return state.RecordApplied(ctx, tx, walEnd, time.Time{}, 0, 0) })
 	if err != nil {
 		return err
 	}

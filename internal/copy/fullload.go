@@ -10,6 +10,7 @@ import (
 
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/schema"
+	"github.com/pgleap/pgleap/internal/state"
 )
 
 // FullLoadResult says what a full load did.
@@ -34,8 +35,16 @@ func FullLoad(ctx context.Context, schemaOpts schema.Options, copyOpts Options) 
 	if err := stage.RefuseRowsAfterSchemaOnly(ctx); err != nil {
 		return nil, err
 	}
+	target, err := pg.Connect(ctx, pg.Target, copyOpts.Target)
+	if err != nil {
+		return nil, err
+	}
+	defer target.Close(context.WithoutCancel(ctx))
 	res := &FullLoadResult{}
 	if res.Schema, err = stage.Restore(ctx); err != nil {
+		return nil, err
+	}
+	if err := state.SetPhase(ctx, target, state.PhaseCopying); err != nil {
 		return nil, err
 	}
 	tables := stage.Plan().Tables()
@@ -53,13 +62,16 @@ func FullLoad(ctx context.Context, schemaOpts schema.Options, copyOpts Options) 
 			return err // copied stays open: post-data must not take half-copied tables as done
 		}
 		close(copied)
-		return nil
+		return state.SetPhase(gctx, target, state.PhaseIndexing)
 	})
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	res.Analyzed = len(tables)
 	if err := restoreAutovacuum(ctx, copyOpts, tables); err != nil {
+		return nil, err
+	}
+	if err := state.SetPhase(ctx, target, state.PhaseCopied); err != nil {
 		return nil, err
 	}
 	res.Duration = time.Since(start)

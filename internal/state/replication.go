@@ -73,6 +73,9 @@ type Progress struct {
 	// CommitTime is the source commit time of that transaction, zero when none is applied.
 	CommitTime time.Time
 	AppliedAt  time.Time
+	// Transactions and Changes count what was applied since streaming began.
+	Transactions, Changes int64
+	TargetGuard           bool
 }
 
 // LoadProgress returns where the apply stands.
@@ -80,8 +83,9 @@ func LoadProgress(ctx context.Context, conn *pgx.Conn) (Progress, error) {
 	var p Progress
 	var lsn string
 	var commit, at *time.Time
-	err := conn.QueryRow(ctx, `SELECT coalesce(applied_lsn, start_lsn, '0/0')::text, applied_commit_time, applied_at FROM pgleap.replication`).
-		Scan(&lsn, &commit, &at)
+	err := conn.QueryRow(ctx, `SELECT coalesce(applied_lsn, start_lsn, '0/0')::text, applied_commit_time, applied_at,
+		applied_transactions, applied_changes, target_guard FROM pgleap.replication`).
+		Scan(&lsn, &commit, &at, &p.Transactions, &p.Changes, &p.TargetGuard)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return p, errors.New("read the applied position: the target has no replication slot recorded: run pgleap migrate first")
 	}
@@ -101,9 +105,17 @@ func LoadProgress(ctx context.Context, conn *pgx.Conn) (Progress, error) {
 // RecordApplied moves the applied position to end, inside the target transaction that
 // applied the source transactions up to it. It refuses to move backwards: two apply
 // processes on one target would otherwise interleave unnoticed.
-func RecordApplied(ctx context.Context, tx pgx.Tx, end pglogrepl.LSN, commitTime time.Time) error {
-	tag, err := tx.Exec(ctx, `UPDATE pgleap.replication SET applied_lsn = $1::text::pg_lsn, applied_commit_time = $2, applied_at = now()
-		WHERE coalesce(applied_lsn, start_lsn) <= $1::text::pg_lsn`, end.String(), commitTime)
+// transactions and changes are what the transaction applies; a zero commitTime (a move
+// over WAL with nothing to apply) keeps the last one.
+func RecordApplied(ctx context.Context, tx pgx.Tx, end pglogrepl.LSN, commitTime time.Time, transactions, changes int64) error {
+	var commit *time.Time
+	if !commitTime.IsZero() {
+		commit = &commitTime
+	}
+	tag, err := tx.Exec(ctx, `UPDATE pgleap.replication SET applied_lsn = $1::text::pg_lsn,
+		applied_commit_time = coalesce($2, applied_commit_time), applied_at = now(),
+		applied_transactions = applied_transactions + $3, applied_changes = applied_changes + $4
+		WHERE coalesce(applied_lsn, start_lsn) <= $1::text::pg_lsn`, end.String(), commit, transactions, changes)
 	if err != nil {
 		return fmt.Errorf("record applied position %s: %w", end, err)
 	}

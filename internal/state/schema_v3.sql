@@ -19,6 +19,14 @@ CREATE TABLE pgleap.replication (
   applied_at timestamptz,           -- when it was applied
   -- The target database is read-only for every session but pgleap's until cutover.
   target_guard boolean NOT NULL DEFAULT false,
+  applied_transactions bigint NOT NULL DEFAULT 0,  -- source transactions applied, ever
+  applied_changes bigint NOT NULL DEFAULT 0,       -- and their row changes
   created_at timestamptz NOT NULL DEFAULT now(),
   CHECK (applied_lsn IS NULL OR applied_lsn >= start_lsn)
 );
+
+-- Where the migration stands, for pgleap status: schema, copying (rows), indexing (the rows
+-- are in, post-data still builds), copied (a cold copy is complete), streaming.
+ALTER TABLE pgleap.migration ADD COLUMN phase text NOT NULL DEFAULT 'schema'
+  CHECK (phase IN ('schema', 'copying', 'indexing', 'copied', 'streaming'));
+ALTER TABLE pgleap.migration ADD COLUMN phase_since timestamptz NOT NULL DEFAULT now();

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -147,4 +148,33 @@ func Drop(ctx context.Context, conn *pgx.Conn) error {
 		}
 		return nil
 	})
+}
+
+// Phases of a migration, as pgleap status shows them.
+const (
+	PhaseSchema    = "schema"
+	PhaseCopying   = "copying"
+	PhaseIndexing  = "indexing"
+	PhaseCopied    = "copied"
+	PhaseStreaming = "streaming"
+)
+
+// SetPhase records where the migration stands.
+func SetPhase(ctx context.Context, conn *pgx.Conn, phase string) error {
+	if _, err := conn.Exec(ctx, "UPDATE pgleap.migration SET phase = $1, phase_since = now() WHERE phase <> $1", phase); err != nil {
+		return fmt.Errorf("record phase %s in pgleap state: %w", phase, err)
+	}
+	return nil
+}
+
+// Phase returns the recorded phase and since when it holds.
+func Phase(ctx context.Context, conn *pgx.Conn) (phase string, since time.Time, err error) {
+	err = conn.QueryRow(ctx, "SELECT phase, phase_since FROM pgleap.migration").Scan(&phase, &since)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return PhaseSchema, time.Time{}, nil
+	}
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("read the phase from pgleap state: %w", err)
+	}
+	return phase, since, nil
 }

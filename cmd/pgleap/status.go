@@ -1,0 +1,56 @@
+package main
+
+import (
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/spf13/cobra"
+
+	"github.com/pgleap/pgleap/internal/monitor"
+	"github.com/pgleap/pgleap/internal/pg"
+)
+
+func init() { commands = append(commands, newStatusCommand) }
+
+func newStatusCommand(c *cli) *cobra.Command {
+	var sample time.Duration
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show where a migration stands: phase, tables, applied position, lag",
+		Long: `status reads the migration's state from the target (over a read-only session): its phase
+(schema, copying, indexing, copied, streaming), each table's copy, the source position
+applied so far and the target guard. With --source (or PGLEAP_SOURCE) it also measures the
+lag in bytes and seconds and the WAL the source keeps for the slot; while streaming it
+measures the apply rate over --sample.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			resolved, err := c.connections("target")
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			var source *pgx.Conn
+			if resolved.Source != "" {
+				if source, err = c.connectReadOnly(ctx, pg.Source, resolved.Source); err != nil {
+					return err
+				}
+				defer source.Close(ctx)
+			}
+			target, err := c.connectReadOnly(ctx, pg.Target, resolved.Target)
+			if err != nil {
+				return err
+			}
+			defer target.Close(ctx)
+			st, err := monitor.ReadStatus(ctx, target, source, sample)
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return writeJSON(c.stdout, st)
+			}
+			return monitor.WriteStatus(c.stdout, st)
+		},
+	}
+	cmd.Flags().DurationVar(&sample, "sample", time.Second, "measure the apply rate over this long while streaming (0: do not)")
+	return cmd
+}

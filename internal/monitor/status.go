@@ -1,0 +1,217 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgleap/pgleap/internal/pg"
+	"github.com/pgleap/pgleap/internal/state"
+)
+
+// Status is where a migration stands, read from the target's pgleap state and, when a
+// source connection is given, from the source.
+type Status struct {
+	Phase          string    `json:"phase"`
+	PhaseSince     time.Time `json:"phase_since"`
+	SourceDatabase string    `json:"source_database"`
+	Slot           string    `json:"slot,omitempty"`
+	TargetGuard    bool      `json:"target_guard"`
+	AppliedLSN     string    `json:"applied_lsn,omitempty"`
+	// AppliedCommitTime is the source commit time of the last transaction applied.
+	AppliedCommitTime *time.Time `json:"applied_commit_time,omitempty"`
+	SourceLSN         string     `json:"source_lsn,omitempty"`
+	// LagBytes is the source WAL not applied yet, LagSeconds how long ago the last applied
+	// transaction committed on the source when there is any (zero when caught up). Both
+	// need the source.
+	LagBytes   *int64   `json:"lag_bytes"`
+	LagSeconds *float64 `json:"lag_seconds"`
+	// SlotRetainedBytes is the WAL the source keeps for the slot.
+	SlotRetainedBytes     *int64        `json:"slot_retained_bytes,omitempty"`
+	AppliedTransactions   int64         `json:"applied_transactions"`
+	AppliedChanges        int64         `json:"applied_changes"`
+	TransactionsPerSecond *float64      `json:"transactions_per_second"`
+	ChangesPerSecond      *float64      `json:"changes_per_second"`
+	Tables                []TableStatus `json:"tables"`
+}
+
+// TableStatus is one table's copy.
+type TableStatus struct {
+	Name string `json:"name"`
+	// State is pending (no unit copied), partial or copied.
+	State      string `json:"state"`
+	Units      int    `json:"units"`
+	UnitsDone  int    `json:"units_done"`
+	RowsCopied int64  `json:"rows_copied"`
+	SyncLSN    string `json:"sync_lsn,omitempty"`
+}
+
+// ErrNoMigration is returned for a target that holds no pgleap state.
+var ErrNoMigration = errors.New("the target holds no pgleap migration: start one with pgleap migrate")
+
+// ReadStatus reads the migration's status. source may be nil: then the lag is unknown.
+// When the migration streams and sample is positive, the apply rates are measured over
+// sample.
+func ReadStatus(ctx context.Context, target, source *pgx.Conn, sample time.Duration) (*Status, error) {
+	exists, err := state.Exists(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	if !exists {
+		return nil, ErrNoMigration
+	}
+	st := &Status{Tables: []TableStatus{}}
+	m, _, err := state.LoadMigration(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	st.SourceDatabase = m.SourceDatabase
+	if st.Phase, st.PhaseSince, err = state.Phase(ctx, target); err != nil {
+		return nil, err
+	}
+	if err := readTables(ctx, target, st); err != nil {
+		return nil, err
+	}
+	repl, streams, err := state.LoadReplication(ctx, target)
+	if err != nil || !streams || repl.StartLSN == 0 {
+		return st, err
+	}
+	st.Slot = repl.Slot
+	progress, err := state.LoadProgress(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	st.TargetGuard = progress.TargetGuard
+	st.AppliedLSN = progress.AppliedLSN.String()
+	st.AppliedTransactions, st.AppliedChanges = progress.Transactions, progress.Changes
+	if !progress.CommitTime.IsZero() {
+		st.AppliedCommitTime = &progress.CommitTime
+	}
+	if source != nil {
+		if err := readLag(ctx, source, repl.Slot, progress, st); err != nil {
+			return nil, err
+		}
+	}
+	if sample > 0 && st.Phase == state.PhaseStreaming {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(sample):
+		}
+		later, err := state.LoadProgress(ctx, target)
+		if err != nil {
+			return nil, err
+		}
+		tps := float64(later.Transactions-progress.Transactions) / sample.Seconds()
+		cps := float64(later.Changes-progress.Changes) / sample.Seconds()
+		st.TransactionsPerSecond, st.ChangesPerSecond = &tps, &cps
+	}
+	return st, nil
+}
+
+func readTables(ctx context.Context, target *pgx.Conn, st *Status) error {
+	items, err := state.CopyPlan(ctx, target)
+	if err != nil {
+		return err
+	}
+	byName := map[string]*TableStatus{}
+	for _, i := range items {
+		name := pg.QualifiedName(i.Schema, i.Table)
+		t := byName[name]
+		if t == nil {
+			st.Tables = append(st.Tables, TableStatus{Name: name})
+			t = &st.Tables[len(st.Tables)-1]
+			byName[name] = t
+		}
+		t.Units++
+		if i.Finished() {
+			t.UnitsDone++
+			t.RowsCopied += i.RowsCopied
+			if lsn := i.SyncLSN.String(); lsn > t.SyncLSN {
+				t.SyncLSN = lsn
+			}
+		}
+	}
+	// byName points into st.Tables: fill the states once the slice stops growing.
+	for i := range st.Tables {
+		t := &st.Tables[i]
+		switch {
+		case t.UnitsDone == t.Units:
+			t.State = "copied"
+		case t.UnitsDone > 0:
+			t.State = "partial"
+		default:
+			t.State = "pending"
+		}
+	}
+	return nil
+}
+
+func readLag(ctx context.Context, source *pgx.Conn, slot string, progress state.Progress, st *Status) error {
+	var current pglogrepl.LSN
+	var retained *int64
+	err := source.QueryRow(ctx, `SELECT pg_catalog.pg_current_wal_lsn(),
+		(SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), restart_lsn)::bigint FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)`,
+		slot).Scan(&current, &retained)
+	if err != nil {
+		return fmt.Errorf("read the source's WAL position: %w", err)
+	}
+	st.SourceLSN, st.SlotRetainedBytes = current.String(), retained
+	lag := max(int64(current)-int64(progress.AppliedLSN), 0)
+	seconds := 0.0
+	if lag > 0 && !progress.CommitTime.IsZero() {
+		seconds = time.Since(progress.CommitTime).Seconds()
+	}
+	st.LagBytes, st.LagSeconds = &lag, &seconds
+	return nil
+}
+
+// WriteStatus prints a status for people.
+func WriteStatus(w io.Writer, st *Status) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "migration of database %s: %s since %s\n", st.SourceDatabase, st.Phase, st.PhaseSince.Format(time.RFC3339))
+	if st.Slot != "" {
+		fmt.Fprintf(&b, "  slot %s, applied up to %s", st.Slot, st.AppliedLSN)
+		if st.AppliedCommitTime != nil {
+			fmt.Fprintf(&b, " (source commit of %s)", st.AppliedCommitTime.Format(time.RFC3339))
+		}
+		b.WriteString("\n")
+		if st.LagBytes != nil {
+			fmt.Fprintf(&b, "  lag: %s, %.1f s behind the source at %s", HumanBytes(*st.LagBytes), *st.LagSeconds, st.SourceLSN)
+			if st.SlotRetainedBytes != nil {
+				fmt.Fprintf(&b, "; the source keeps %s of WAL for the slot", HumanBytes(*st.SlotRetainedBytes))
+			}
+			b.WriteString("\n")
+		} else {
+			b.WriteString("  lag: unknown (pass --source to measure it)\n")
+		}
+		fmt.Fprintf(&b, "  applied: %d transactions, %d changes", st.AppliedTransactions, st.AppliedChanges)
+		if st.TransactionsPerSecond != nil {
+			fmt.Fprintf(&b, "; now %.0f transactions/s, %.0f changes/s", *st.TransactionsPerSecond, *st.ChangesPerSecond)
+		}
+		b.WriteString("\n")
+		if st.TargetGuard {
+			b.WriteString("  target guard: on (the target database is read-only for every session but pgleap's)\n")
+		} else {
+			b.WriteString("  target guard: off (other sessions may write to the target)\n")
+		}
+	}
+	counts := map[string]int{}
+	for _, t := range st.Tables {
+		counts[t.State]++
+	}
+	fmt.Fprintf(&b, "  tables: %d copied, %d partly copied, %d pending\n", counts["copied"], counts["partial"], counts["pending"])
+	for _, t := range st.Tables {
+		if t.State != "copied" {
+			fmt.Fprintf(&b, "    %s: %s, %d of %d units\n", t.Name, t.State, t.UnitsDone, t.Units)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
