@@ -66,7 +66,7 @@ func TestKilledMidStreamResumes(t *testing.T) {
 	if err := <-writerDone; err != nil {
 		t.Fatal(err)
 	}
-	want := scalar(t, sourceConn, "SELECT pg_current_wal_lsn()::text")
+	want := scalar(t, sourceConn, "SELECT pg_current_wal_insert_lsn()::text")
 	waitFor(t, "the second run to catch up", func() bool {
 		return lsnAtLeast(t, scalar(t, targetConn, "SELECT coalesce(applied_lsn, '0/0')::text FROM pgleap.replication"), want)
 	})

@@ -30,7 +30,8 @@ var ApplySettings = map[string]string{
 const (
 	maxGroupChanges = 20000
 	maxGroupAge     = 200 * time.Millisecond
-	maxBatch        = 1000 // statements sent in one round trip
+	maxBatch        = 1000     // statements sent in one round trip
+	maxNetBytes     = 32 << 20 // net changes held for one table before they are written
 )
 
 // ErrRowNotFound is returned when an update or delete finds no row on the target: the
@@ -64,7 +65,11 @@ type applier struct {
 	group   groupStats
 	applied pglogrepl.LSN // end of the last source transaction committed on the target
 	cur     *Begin        // the source transaction being applied
-	Stats   ApplyStats
+	net     map[string]*netTable
+	// orderedUntil: source transactions committed up to here are applied change by change,
+	// after their net changes met a unique constraint.
+	orderedUntil pglogrepl.LSN
+	Stats        ApplyStats
 }
 
 // ApplyStats count what the applier did.
@@ -94,13 +99,22 @@ type pendingBatch struct {
 }
 
 type pendingStatement struct {
-	change   *Change
-	xid      uint32 // of the source transaction
-	wantRows int64  // 1 for updates and deletes, -1 when any count is fine
+	change   *Change // nil for net changes
+	label    string  // what a net-change statement does
+	xid      uint32  // of the source transaction
+	wantRows int64   // rows the statement must change, -1 when any count is fine
 }
 
-func newApplier(conn *pgx.Conn, skip map[string]pglogrepl.LSN, applied pglogrepl.LSN) *applier {
-	return &applier{conn: conn, skip: skip, tables: map[string]*targetTable{}, stmts: map[string]string{}, applied: applied}
+func (p pendingStatement) String() string {
+	if p.change == nil {
+		return p.label
+	}
+	return fmt.Sprintf("%s on %s (source transaction %d, key %s)", p.change.Kind, p.change.Rel.QualifiedName(), p.xid, describeKey(p.change))
+}
+
+func newApplier(conn *pgx.Conn, skip map[string]pglogrepl.LSN, applied, orderedUntil pglogrepl.LSN) *applier {
+	return &applier{conn: conn, skip: skip, tables: map[string]*targetTable{}, stmts: map[string]string{}, applied: applied,
+		net: map[string]*netTable{}, orderedUntil: orderedUntil}
 }
 
 // checkRelation compares a relation pgoutput describes with the target's table.
@@ -208,6 +222,29 @@ func (a *applier) apply(ctx context.Context, c *Change) error {
 	if _, err := a.table(ctx, c.Rel); err != nil {
 		return err
 	}
+	name := c.Rel.QualifiedName()
+	if a.cur.CommitLSN > a.orderedUntil && keyed(c.Rel) {
+		t := a.net[name]
+		if t == nil || t.rel != c.Rel {
+			if err := a.flushNet(ctx, name); err != nil { // described anew: its columns may differ
+				return err
+			}
+			t = &netTable{rel: c.Rel, rows: map[string]*netRow{}}
+			a.net[name] = t
+		}
+		if t.collapse(c) {
+			a.group.changes++
+			a.Stats.Changes++
+			if t.bytes > maxNetBytes {
+				return a.flushNet(ctx, name)
+			}
+			return nil
+		}
+	}
+	// Applied on its own, after what is pending for its table.
+	if err := a.flushNet(ctx, name); err != nil {
+		return err
+	}
 	sql, params, want := statementFor(c)
 	if err := a.queue(ctx, sql, params, pendingStatement{change: c, xid: a.cur.Xid, wantRows: want}); err != nil {
 		return err
@@ -242,6 +279,9 @@ func (a *applier) truncate(ctx context.Context, c *Change) error {
 	sql := "TRUNCATE " + strings.Join(names, ", ")
 	if c.RestartIdentity {
 		sql += " RESTART IDENTITY"
+	}
+	if err := a.flushAllNet(ctx); err != nil {
+		return err
 	}
 	if err := a.flushBatch(ctx); err != nil {
 		return err
@@ -289,19 +329,37 @@ func (a *applier) flushBatch(ctx context.Context) error {
 		if i >= len(queued.what) {
 			break
 		}
-		c, xid := queued.what[i].change, queued.what[i].xid
+		what := queued.what[i]
 		if r.Err != nil {
-			return fmt.Errorf("apply %s on %s (source transaction %d): %w", c.Kind, c.Rel.QualifiedName(), xid, r.Err)
+			return a.applyError(what, r.Err)
 		}
-		if want := queued.what[i].wantRows; want >= 0 && r.CommandTag.RowsAffected() != want {
-			return fmt.Errorf("apply %s on %s (source transaction %d, key %s): %w: the target has diverged from the source; compare them with pgleap verify",
-				c.Kind, c.Rel.QualifiedName(), xid, describeKey(c), ErrRowNotFound)
+		if want := what.wantRows; want >= 0 && r.CommandTag.RowsAffected() != want {
+			return fmt.Errorf("apply %s: %d of %d rows found: %w: the target has diverged from the source; compare them with pgleap verify",
+				what, r.CommandTag.RowsAffected(), want, ErrRowNotFound)
 		}
 	}
 	if err != nil {
+		for _, what := range queued.what {
+			if what.change == nil && isUniqueViolation(err) {
+				return a.applyError(what, err) // the batch held net changes: they are the suspects
+			}
+		}
 		return fmt.Errorf("apply changes of %d statements: %w", len(queued.what), err)
 	}
 	return nil
+}
+
+// applyError wraps a statement's error; a unique violation by net changes means the group
+// must be applied again in order.
+func (a *applier) applyError(what pendingStatement, err error) error {
+	if what.change == nil && isUniqueViolation(err) {
+		until := a.group.end
+		if a.cur != nil {
+			until = max(until, a.cur.CommitLSN)
+		}
+		return &errCompactionConflict{until: until, err: err}
+	}
+	return fmt.Errorf("apply %s: %w", what, err)
 }
 
 // commit ends the current source transaction; the target transaction stays open for more
@@ -325,6 +383,9 @@ func (a *applier) commit(ctx context.Context, c Commit) error {
 func (a *applier) commitGroup(ctx context.Context) error {
 	if !a.group.open || a.cur != nil {
 		return nil
+	}
+	if err := a.flushAllNet(ctx); err != nil {
+		return err
 	}
 	if err := a.flushBatch(ctx); err != nil {
 		return err
@@ -353,6 +414,7 @@ func (a *applier) rollback(ctx context.Context) {
 		a.tx.Rollback(ctx)
 	}
 	a.tx, a.cur, a.group, a.batch = nil, nil, groupStats{}, pendingBatch{}
+	a.net = map[string]*netTable{}
 }
 
 // groupDue is when the open group should be committed even if no more arrives; ok is
@@ -462,4 +524,51 @@ func describeKey(c *Change) string {
 		}
 	}
 	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+// flushAllNet writes every table's pending net changes.
+func (a *applier) flushAllNet(ctx context.Context) error {
+	for _, name := range slices.Sorted(mapKeys(a.net)) {
+		if err := a.flushNet(ctx, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flushNet writes one table's pending net changes: deletes, then updates (queued with the
+// other statements), then new rows with COPY.
+func (a *applier) flushNet(ctx context.Context, name string) error {
+	t := a.net[name]
+	if t == nil || len(t.keys) == 0 {
+		return nil
+	}
+	target, err := a.table(ctx, t.rel)
+	if err != nil {
+		return err
+	}
+	stmts, err := t.statements(target.types)
+	if err != nil {
+		return err
+	}
+	for _, group := range [][]statement{stmts.deletes, stmts.updates} {
+		for _, st := range group {
+			a.batch.batch.ExecParams(st.sql, st.params, nil, nil, nil)
+			a.batch.what = append(a.batch.what, pendingStatement{label: fmt.Sprintf("%d net changes of %s", st.rows, name), wantRows: st.rows})
+		}
+	}
+	if stmts.inserts == nil {
+		return nil
+	}
+	if err := a.flushBatch(ctx); err != nil {
+		return err
+	}
+	tag, err := a.conn.PgConn().CopyFrom(ctx, &stmts.inserts.data, stmts.inserts.sql)
+	if err != nil {
+		return a.applyError(pendingStatement{label: fmt.Sprintf("%d new rows of %s", stmts.inserts.rows, name)}, err)
+	}
+	if tag.RowsAffected() != stmts.inserts.rows {
+		return fmt.Errorf("apply %d new rows of %s: %d written", stmts.inserts.rows, name, tag.RowsAffected())
+	}
+	return nil
 }

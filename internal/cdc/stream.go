@@ -51,9 +51,10 @@ func Stream(ctx context.Context, opts Options) (Stats, error) {
 		opts.MaxRetryDelay = 30 * time.Second
 	}
 	var stats Stats
+	var orderedUntil pglogrepl.LSN
 	delay := 500 * time.Millisecond
 	for {
-		s := &session{opts: opts}
+		s := &session{opts: opts, orderedUntil: orderedUntil}
 		err := s.run(ctx)
 		stats.Transactions += s.stats().Transactions
 		stats.Changes += s.stats().Changes
@@ -61,6 +62,12 @@ func Stream(ctx context.Context, opts Options) (Stats, error) {
 		stats.Groups += s.stats().Groups
 		if ctx.Err() != nil {
 			return stats, nil
+		}
+		var conflict *errCompactionConflict
+		if errors.As(err, &conflict) {
+			opts.Logger.Info("net changes met a unique constraint: applying them again in order", "until", conflict.until, "err", conflict.err)
+			orderedUntil = conflict.until
+			continue
 		}
 		if !retryable(err) && !s.lost {
 			return stats, err
@@ -110,7 +117,9 @@ type session struct {
 	applier    *applier
 	decoder    *Decoder
 	progressed bool // applied something: the next reconnection need not wait long
-	lost       bool // a connection broke
+	// orderedUntil: transactions committed up to here are applied one change at a time.
+	orderedUntil pglogrepl.LSN
+	lost         bool // a connection broke
 }
 
 // connectionLost reports whether a connection of the session broke, whatever error the
@@ -152,7 +161,7 @@ func (s *session) stream(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.applier = newApplier(s.target, skip, progress.AppliedLSN)
+	s.applier = newApplier(s.target, skip, progress.AppliedLSN, s.orderedUntil)
 	s.decoder = NewDecoder()
 	err = pglogrepl.StartReplication(ctx, s.repl, repl.Slot, progress.AppliedLSN, pglogrepl.StartReplicationOptions{
 		PluginArgs: []string{"proto_version '1'", "publication_names '" + repl.Publication + "'"},
