@@ -29,6 +29,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -93,7 +94,8 @@ type bench struct {
 	source, target *pgtest.Server
 	pgleapBin      string
 	follower       *exec.Cmd // the running pgleap migrate, if any
-	followerOut    bytes.Buffer
+	followerOut    lockedBuffer
+	followerExit   chan error // receives the follower's exit
 	peakRSS        int64
 }
 
@@ -201,11 +203,13 @@ func (b *bench) setUp(ctx context.Context) error {
 		"SELECT count(*) > 0 FROM pg_stat_replication WHERE application_name = 'pgleap_stream'"); err != nil {
 		return err
 	}
-	// The probe's lag stamp: a trigger that fires for pgleap's apply session too.
+	// The probe's lag stamp: a trigger that fires for pgleap's apply session too. The
+	// target is guarded (read-only for all but pgleap), which a session can lift for itself.
 	err = b.exec(ctx, b.target, pgleapDB,
+		"SET default_transaction_read_only = off",
 		"CREATE TABLE probe_seen (id bigint PRIMARY KEY, sent timestamptz, applied timestamptz NOT NULL DEFAULT clock_timestamp())",
 		`CREATE FUNCTION stamp_probe() RETURNS trigger LANGUAGE plpgsql AS $$
-		 BEGIN INSERT INTO probe_seen (id, sent) VALUES (NEW.id, NEW.sent); RETURN NEW; END $$`,
+		 BEGIN INSERT INTO public.probe_seen (id, sent) VALUES (NEW.id, NEW.sent); RETURN NEW; END $$`,
 		"CREATE TRIGGER stamp AFTER INSERT ON bench_probe FOR EACH ROW EXECUTE FUNCTION stamp_probe()",
 		"ALTER TABLE bench_probe ENABLE ALWAYS TRIGGER stamp")
 	if err != nil {
@@ -407,7 +411,33 @@ func (b *bench) startPgleap(ctx context.Context) error {
 	if err := b.follower.Start(); err != nil {
 		return fmt.Errorf("start pgleap: %w", err)
 	}
+	b.followerExit = make(chan error, 1)
+	go func(cmd *exec.Cmd, exit chan<- error) { exit <- cmd.Wait() }(b.follower, b.followerExit)
 	return nil
+}
+
+// lockedBuffer is a bytes.Buffer a child process writes to while the bench reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *lockedBuffer) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Reset()
 }
 
 // stopPgleap stops the running pgleap with Ctrl-C, as a user would.
@@ -418,7 +448,7 @@ func (b *bench) stopPgleap() error {
 	cmd := b.follower
 	b.follower = nil
 	cmd.Process.Signal(os.Interrupt)
-	err := cmd.Wait()
+	err := <-b.followerExit
 	if usage, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		b.peakRSS = max(b.peakRSS, usage.Maxrss<<10)
 	}
@@ -452,8 +482,13 @@ func (b *bench) waitUntil(ctx context.Context, what string, s *pgtest.Server, db
 		if done {
 			return nil
 		}
-		if b.follower != nil && b.follower.ProcessState != nil {
-			return fmt.Errorf("wait for %s: pgleap exited:\n%s", what, b.followerOut.String())
+		if b.follower != nil {
+			select {
+			case err := <-b.followerExit:
+				b.follower = nil
+				return fmt.Errorf("wait for %s: pgleap exited (%v):\n%s", what, err, b.followerOut.String())
+			default:
+			}
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("wait for %s: not done after %s; pgleap's output:\n%s", what, b.cfg.wait, b.followerOut.String())

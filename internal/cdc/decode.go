@@ -126,6 +126,9 @@ func (d *Decoder) Decode(data []byte) (Message, error) {
 	if len(data) == 0 {
 		return nil, errors.New("decode pgoutput message: empty")
 	}
+	// One copy per message: pglogrepl's values point into data, which the connection's
+	// next read overwrites.
+	data = append([]byte(nil), data...)
 	msg, err := parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("decode pgoutput message %q: %w", data[0], err)
@@ -196,8 +199,7 @@ func (d *Decoder) relation(id uint32, tuple *pglogrepl.TupleData) (*Relation, er
 	return rel, nil
 }
 
-// values copies a tuple's values: pglogrepl's slices point into the receive buffer, which
-// the next message overwrites.
+// values takes a tuple's values; their data stays in the message Decode copied.
 func values(t *pglogrepl.TupleData) []Value {
 	if t == nil {
 		return nil
@@ -206,7 +208,7 @@ func values(t *pglogrepl.TupleData) []Value {
 	for i, c := range t.Columns {
 		vs[i] = Value{Kind: c.DataType}
 		if c.DataType == ValueText || c.DataType == ValueBinary {
-			vs[i].Data = append([]byte(nil), c.Data...)
+			vs[i].Data = c.Data
 		}
 	}
 	return vs

@@ -229,6 +229,8 @@ func isNilConn(c any) bool {
 func (s *session) loop(ctx context.Context) error {
 	nextStatus := time.Now().Add(s.opts.StatusInterval)
 	var reported pglogrepl.LSN
+	var recv receiveContext
+	defer recv.release()
 	for {
 		deadline := nextStatus
 		if due, ok := s.applier.groupDue(); ok && due.Before(deadline) {
@@ -239,9 +241,7 @@ func (s *session) loop(ctx context.Context) error {
 		if !time.Now().Before(deadline) {
 			deadline = time.Now().Add(time.Millisecond)
 		}
-		recvCtx, cancel := context.WithDeadline(ctx, deadline)
-		raw, err := s.repl.ReceiveMessage(recvCtx)
-		cancel()
+		raw, err := s.repl.ReceiveMessage(recv.until(ctx, deadline))
 		if err != nil && pgconn.Timeout(err) && ctx.Err() == nil {
 			if err := s.applier.commitGroup(ctx); err != nil {
 				return err
@@ -276,6 +276,30 @@ func (s *session) loop(ctx context.Context) error {
 			reported = s.applier.applied
 			nextStatus = time.Now().Add(s.opts.StatusInterval)
 		}
+	}
+}
+
+// receiveContext is the context of the stream's receives: one serves until its deadline
+// changes, since making one per message costs more than decoding the message. It lives in
+// one call of loop and never outlives it.
+type receiveContext struct {
+	ctx      context.Context
+	cancel   context.CancelFunc
+	deadline time.Time
+}
+
+func (r *receiveContext) until(parent context.Context, deadline time.Time) context.Context {
+	if r.ctx == nil || !deadline.Equal(r.deadline) {
+		r.release()
+		r.ctx, r.cancel = context.WithDeadline(parent, deadline)
+		r.deadline = deadline
+	}
+	return r.ctx
+}
+
+func (r *receiveContext) release() {
+	if r.cancel != nil {
+		r.cancel()
 	}
 }
 

@@ -143,8 +143,10 @@ func TestStreamSurvivesLostConnections(t *testing.T) {
 	}
 	waitCaughtUp(t, sourceConn, targetConn, done)
 	cancel()
-	if stats := <-done; stats.err != nil || stats.Reconnects < 6 {
-		t.Fatalf("stream: %+v, want no error after six reconnections", stats)
+	// A killed target session goes unnoticed until its next use, which may come after the
+	// next kill of the walsender (one reconnection for both) or after the stream is stopped.
+	if stats := <-done; stats.err != nil || stats.Reconnects < 3 {
+		t.Fatalf("stream: %+v, want no error after at least three reconnections", stats)
 	}
 	requireSameRows(t, sourceConn, targetConn)
 }
