@@ -233,3 +233,14 @@ func parse(data []byte) (msg pglogrepl.Message, err error) {
 	}()
 	return pglogrepl.Parse(data)
 }
+
+// parseV2 is pglogrepl.ParseV2, made safe like parse, for the stream control messages of
+// protocol version 2.
+func parseV2(data []byte) (msg pglogrepl.Message, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			msg, err = nil, fmt.Errorf("%w: %v", ErrMalformed, r)
+		}
+	}()
+	return pglogrepl.ParseV2(data, false)
+}

@@ -2,6 +2,7 @@ package cdc
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -119,7 +120,11 @@ type session struct {
 	progressed bool // applied something: the next reconnection need not wait long
 	// orderedUntil: transactions committed up to here are applied one change at a time.
 	orderedUntil pglogrepl.LSN
-	lost         bool // a connection broke
+	// spill keeps streamed transactions until they end (sources of 14 and later).
+	spill     *spill
+	inStream  bool
+	streamXid uint32
+	lost      bool // a connection broke
 }
 
 // connectionLost reports whether a connection of the session broke, whatever error the
@@ -163,9 +168,20 @@ func (s *session) stream(ctx context.Context) error {
 	}
 	s.applier = newApplier(s.target, skip, progress.AppliedLSN, s.orderedUntil)
 	s.decoder = NewDecoder()
-	err = pglogrepl.StartReplication(ctx, s.repl, repl.Slot, progress.AppliedLSN, pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", "publication_names '" + repl.Publication + "'"},
-	})
+	version, err := pg.ServerVersion(ctx, s.source)
+	if err != nil {
+		return err
+	}
+	args := []string{"proto_version '1'", "publication_names '" + repl.Publication + "'"}
+	if version.Major >= 14 {
+		// Large transactions arrive while they run, instead of after the source has written
+		// them all to its own disk at commit (see spill.go).
+		if s.spill, err = newSpill(); err != nil {
+			return err
+		}
+		args = []string{"proto_version '2'", "streaming 'on'", "publication_names '" + repl.Publication + "'"}
+	}
+	err = pglogrepl.StartReplication(ctx, s.repl, repl.Slot, progress.AppliedLSN, pglogrepl.StartReplicationOptions{PluginArgs: args})
 	if err != nil {
 		return fmt.Errorf("start streaming from slot %s at %s: %w", repl.Slot, progress.AppliedLSN, err)
 	}
@@ -204,6 +220,9 @@ func (s *session) connect(ctx context.Context) error {
 
 func (s *session) close() {
 	ctx := context.Background()
+	if s.spill != nil {
+		s.spill.close()
+	}
 	if s.applier != nil {
 		s.applier.rollback(ctx)
 	}
@@ -330,7 +349,56 @@ func (s *session) handle(ctx context.Context, data []byte) error {
 	return nil
 }
 
+// apply handles one pgoutput message: blocks of streamed transactions go to the spill
+// until their commit, the rest is applied at once.
 func (s *session) apply(ctx context.Context, walData []byte) error {
+	if s.spill != nil && len(walData) > 0 {
+		switch walData[0] {
+		case 'S', 'E', 'c', 'A':
+			return s.streamControl(ctx, walData)
+		}
+		if s.inStream {
+			if len(walData) < 5 {
+				return fmt.Errorf("decode streamed message %q: %w", walData[0], ErrMalformed)
+			}
+			// Inside a block every message carries its (sub)transaction's xid after its
+			// type; without it, it reads as protocol version 1 does.
+			subxid := binary.BigEndian.Uint32(walData[1:5])
+			msg := append([]byte{walData[0]}, walData[5:]...)
+			return s.spill.add(s.streamXid, subxid, msg)
+		}
+	}
+	return s.applyMessage(ctx, walData)
+}
+
+func (s *session) streamControl(ctx context.Context, walData []byte) error {
+	msg, err := parseV2(walData)
+	if err != nil {
+		return fmt.Errorf("decode stream message %q: %w", walData[0], err)
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.StreamStartMessageV2:
+		s.inStream, s.streamXid = true, m.Xid
+	case *pglogrepl.StreamStopMessageV2:
+		s.inStream = false
+	case *pglogrepl.StreamAbortMessageV2:
+		s.spill.abort(m.Xid, m.SubXid)
+	case *pglogrepl.StreamCommitMessageV2:
+		if err := s.applier.begin(ctx, Begin{Xid: m.Xid, CommitLSN: m.CommitLSN, CommitTime: m.CommitTime}); err != nil {
+			return err
+		}
+		if err := s.spill.replay(m.Xid, func(msg []byte) error { return s.applyMessage(ctx, msg) }); err != nil {
+			return err
+		}
+		if err := s.applier.commit(ctx, Commit{CommitLSN: m.CommitLSN, EndLSN: m.TransactionEndLSN, CommitTime: m.CommitTime}); err != nil {
+			return err
+		}
+		s.progressed = true
+	}
+	return nil
+}
+
+func (s *session) applyMessage(ctx context.Context, walData []byte) error {
 	msg, err := s.decoder.Decode(walData)
 	if err != nil {
 		return err

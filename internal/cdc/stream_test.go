@@ -346,3 +346,58 @@ func TestStreamSurvivesTargetCrash(t *testing.T) {
 	}
 	requireSameRows(t, sourceConn, targetConn)
 }
+
+// TestStreamLargeTransactions: transactions larger than logical_decoding_work_mem, one with
+// a subtransaction rolled back, one rolled back whole, one interleaved with small ones. On
+// sources of 14 and later they arrive streamed while they run (protocol version 2).
+func TestStreamLargeTransactions(t *testing.T) {
+	source, target := pgtest.Shared(t, pgtest.SourceMajor()), pgtest.Shared(t, pgtest.TargetMajor())
+	sourceConn, targetConn := followedPair(t, source, target, `CREATE TABLE big (id int PRIMARY KEY, pad text); CREATE TABLE small (id int PRIMARY KEY)`)
+	// The walsender reads the database's settings: a small budget makes pgoutput stream.
+	execSQL(t, sourceConn, "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET logical_decoding_work_mem = ''64kB''', current_database()); END $$")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := startStream(t, ctx, sourceConn, targetConn)
+
+	execSQL(t, sourceConn, `BEGIN; INSERT INTO big SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g;
+		UPDATE big SET pad = 'updated' WHERE id % 3 = 0; COMMIT`)
+	execSQL(t, sourceConn, `BEGIN; INSERT INTO big SELECT g, 'kept' FROM generate_series(20001, 25000) g;
+		SAVEPOINT s; INSERT INTO big SELECT g, 'rolled back' FROM generate_series(25001, 30000) g; DELETE FROM big WHERE id <= 100;
+		ROLLBACK TO s; INSERT INTO big SELECT g, 'after' FROM generate_series(30001, 31000) g; COMMIT`)
+	execSQL(t, sourceConn, `BEGIN; INSERT INTO big SELECT g, 'never' FROM generate_series(40001, 50000) g; ROLLBACK`)
+
+	long, err := pg.Connect(ctx, pg.Source, sourceConn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Close(ctx)
+	if _, err := long.Exec(ctx, "BEGIN; INSERT INTO big SELECT g, 'long' FROM generate_series(50001, 60000) g"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		execSQL(t, sourceConn, fmt.Sprintf("INSERT INTO small VALUES (%d)", i))
+	}
+	if _, err := long.Exec(ctx, "UPDATE big SET pad = 'long, updated' WHERE id > 59000; COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+
+	waitCaughtUp(t, sourceConn, targetConn, done)
+	cancel()
+	if stats := <-done; stats.err != nil {
+		t.Fatal(stats.err)
+	}
+	requireSameRows(t, sourceConn, targetConn)
+	if pgtest.SourceMajor() >= 14 {
+		var streamed int64
+		sc, err := pg.Connect(context.Background(), pg.Source, sourceConn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sc.Close(context.Background())
+		err = sc.QueryRow(context.Background(), `SELECT coalesce(sum(stream_txns), 0) FROM pg_stat_replication_slots s
+			JOIN pg_replication_slots r USING (slot_name) WHERE r.database = current_database()`).Scan(&streamed)
+		if err != nil || streamed == 0 {
+			t.Errorf("no transaction was streamed (%d, %v): the test did not exercise protocol version 2", streamed, err)
+		}
+	}
+}
