@@ -56,8 +56,13 @@ if ! psql -XqtA "host=127.0.0.1 port=$SOURCE_PORT user=postgres dbname=postgres"
   pgbench -q -i -s 5 "$SOURCE" >/dev/null 2>&1
   psql -Xq -v ON_ERROR_STOP=1 "$SOURCE" -f scripts/demo-data.sql
 fi
-psql -Xq "host=127.0.0.1 port=$TARGET_PORT user=postgres dbname=postgres" -tAc "SELECT 1 FROM pg_database WHERE datname = 'shop'" | grep -q 1 \
-  || psql -Xq "host=127.0.0.1 port=$TARGET_PORT user=postgres dbname=postgres" -c "CREATE DATABASE shop"
+# Each demo starts from an empty target: what an earlier run left (its slot and publication
+# on the source, its copy on the target) goes first.
+if psql -Xq "host=127.0.0.1 port=$TARGET_PORT user=postgres dbname=postgres" -tAc "SELECT 1 FROM pg_database WHERE datname = 'shop'" | grep -q 1; then
+  bin/pgleap cleanup --source "$SOURCE" --target "$TARGET" >/dev/null
+  psql -Xq "host=127.0.0.1 port=$TARGET_PORT user=postgres dbname=postgres" -c "DROP DATABASE shop"
+fi
+psql -Xq "host=127.0.0.1 port=$TARGET_PORT user=postgres dbname=postgres" -c "CREATE DATABASE shop"
 
 pgleap_check() {
   echo
@@ -82,17 +87,46 @@ elif [ "$status" != 0 ]; then
   exit "$status"
 fi
 
+# migrate copies everything, then follows the source until it is stopped; it runs in the
+# background while the "application" keeps writing to the old server.
 echo
-echo "\$ bin/pgleap migrate --no-follow --source '$SOURCE' --target '$TARGET'"
-bin/pgleap migrate --no-follow --source "$SOURCE" --target "$TARGET"
+echo "\$ bin/pgleap migrate --source '$SOURCE' --target '$TARGET' &"
+bin/pgleap migrate --source "$SOURCE" --target "$TARGET" >"$ROOT/migrate.log" 2>&1 &
+migrate_pid=$!
+trap 'kill -INT $migrate_pid 2>/dev/null || true' EXIT
+phase() { psql -XqtA "$TARGET" -c "SELECT phase FROM pgleap.migration" 2>/dev/null || true; }
+for _ in $(seq 600); do
+  [ "$(phase)" = streaming ] && break
+  kill -0 $migrate_pid 2>/dev/null || { echo "demo: pgleap migrate stopped:" >&2; cat "$ROOT/migrate.log" >&2; exit 1; }
+  sleep 0.2
+done
+grep -v '^time=' "$ROOT/migrate.log"
+
+echo
+echo "The application keeps writing to PostgreSQL $SOURCE_MAJOR: pgbench for 5 seconds, while pgleap streams."
+pgbench -n -c 2 -T 5 "$SOURCE" 2>/dev/null | grep -E '^(number of transactions actually processed|tps)'
+caught_up() { bin/pgleap status --json --sample 0 --source "$SOURCE" --target "$TARGET" | grep -q '"lag_bytes": 0,'; }
+for _ in $(seq 300); do caught_up && break; sleep 0.2; done
+echo
+echo "\$ bin/pgleap status --source '$SOURCE' --target '$TARGET'"
+bin/pgleap status --source "$SOURCE" --target "$TARGET"
 echo
 echo "\$ bin/pgleap verify --schema --source '$SOURCE' --target '$TARGET'"
 bin/pgleap verify --schema --source "$SOURCE" --target "$TARGET"
 echo
-echo "Rows per table on both servers:"
-count_rows="SELECT string_agg(format('%s %s', relname, n_live_tup), ', ' ORDER BY relname) FROM pg_stat_user_tables WHERE schemaname <> 'pgleap'"
+echo "A hash of every row of pgbench's tables on both servers:"
 for side in "$SOURCE" "$TARGET"; do
-  psql -XqtA "$side" -c "SELECT pg_stat_clear_snapshot()" -c "ANALYZE" -c "$count_rows" | tail -n 1
+  psql -XqtA "$side" -c "SELECT string_agg(x, ', ' ORDER BY x) FROM (
+    SELECT 'accounts ' || md5(string_agg(md5(a::text), '' ORDER BY aid)) AS x FROM pgbench_accounts a
+    UNION ALL SELECT 'tellers ' || md5(string_agg(md5(t::text), '' ORDER BY tid)) FROM pgbench_tellers t
+    UNION ALL SELECT 'history ' || count(*) || ' rows ' || md5(coalesce(string_agg(md5(h::text), '' ORDER BY md5(h::text)), '')) FROM pgbench_history h) s"
 done
 echo
-echo "The servers keep running: psql '$SOURCE'. Stop them with: make demo-stop"
+echo "Stopping pgleap migrate with Ctrl-C (running it again resumes where it stopped):"
+kill -INT $migrate_pid
+wait $migrate_pid
+trap - EXIT
+tail -n 1 "$ROOT/migrate.log"
+echo
+echo "The servers keep running: psql '$SOURCE'. The target is read-only for everyone but pgleap"
+echo "until cutover; bin/pgleap cleanup ends the migration. Stop the servers with: make demo-stop"

@@ -7,8 +7,8 @@
 //   - backlog: with both stopped, pgbench writes -transactions transactions on the source;
 //     each follower is started in turn and timed until it has applied the last of them
 //     (a marker row written after pgbench is seen on its target);
-//   - steady: pgleap follows pgbench running flat out for -steady, while a probe row is
-//     written on the source every 100 ms; a target-side trigger stamps each probe as it is
+//   - steady: pgleap follows pgbench at -rate (by default half the rate pgbench reached alone
+//     writing the backlog) for -steady, while a probe row is written on the source every 100 ms; a target-side trigger stamps each probe as it is
 //     applied, which gives the lag from source commit to target commit, p50 and p99.
 //
 // Every copy is checked against the source by hashing every row. It prints the times, the
@@ -53,6 +53,7 @@ type config struct {
 	scale, transactions      int
 	clients, rounds          int
 	steady, wait             time.Duration
+	rate                     int
 	pgleapBin                string
 }
 
@@ -66,6 +67,7 @@ func main() {
 	fs.IntVar(&cfg.clients, "clients", 4, "pgbench clients")
 	fs.IntVar(&cfg.rounds, "rounds", 1, "backlogs to drain; the order of the two followers alternates")
 	fs.DurationVar(&cfg.steady, "steady", 30*time.Second, "length of the steady-state run (0: none)")
+	fs.IntVar(&cfg.rate, "rate", 0, "pgbench transactions per second in the steady run (0: half the rate pgbench reached writing the backlog)")
 	fs.DurationVar(&cfg.wait, "wait", 10*time.Minute, "give up on a follower that has not caught up after this long")
 	fs.StringVar(&cfg.pgleapBin, "pgleap", "", "pgleap binary (default: build ./cmd/pgleap into bin/pgleap)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -93,6 +95,7 @@ type bench struct {
 	log            *slog.Logger
 	source, target *pgtest.Server
 	pgleapBin      string
+	backlogTPS     float64   // pgbench's rate writing the backlog, nothing following
 	follower       *exec.Cmd // the running pgleap migrate, if any
 	followerOut    lockedBuffer
 	followerExit   chan error // receives the follower's exit
@@ -223,10 +226,12 @@ func (b *bench) backlogRound(ctx context.Context, round int) (drain, error) {
 	var d drain
 	b.log.Info("write the backlog", "round", round+1, "transactions", b.cfg.transactions)
 	perClient := b.cfg.transactions / b.cfg.clients
-	err := run(ctx, "pgbench", "-n", "-c", strconv.Itoa(b.cfg.clients), "-j", "2", "-t", strconv.Itoa(perClient), b.source.ConnString(sourceDB))
+	out, err := exec.CommandContext(ctx, "pgbench", "-n", "-c", strconv.Itoa(b.cfg.clients), "-j", "2", "-t", strconv.Itoa(perClient),
+		b.source.ConnString(sourceDB)).CombinedOutput()
 	if err != nil {
-		return d, err
+		return d, fmt.Errorf("pgbench: %w\n%s", err, out)
 	}
+	b.backlogTPS = max(b.backlogTPS, pgbenchTPS(out))
 	if err := b.exec(ctx, b.source, sourceDB, fmt.Sprintf("UPDATE bench_marker SET round = %d", round)); err != nil {
 		return d, err
 	}
@@ -307,7 +312,11 @@ func (b *bench) steadyRun(ctx context.Context) (*steadyResult, error) {
 	probeCtx, stopProbes := context.WithCancel(ctx)
 	probesDone := make(chan error, 1)
 	go func() { probesDone <- b.probe(probeCtx) }()
-	out, err := exec.CommandContext(ctx, "pgbench", "-n", "-c", strconv.Itoa(b.cfg.clients), "-j", "2",
+	rate := b.cfg.rate
+	if rate == 0 {
+		rate = int(b.backlogTPS / 2)
+	}
+	out, err := exec.CommandContext(ctx, "pgbench", "-n", "-c", strconv.Itoa(b.cfg.clients), "-j", "2", "-R", strconv.Itoa(max(rate, 1)),
 		"-T", strconv.Itoa(int(b.cfg.steady.Seconds())), b.source.ConnString(sourceDB)).CombinedOutput()
 	stopProbes()
 	if perr := <-probesDone; perr != nil && err == nil {
@@ -316,12 +325,7 @@ func (b *bench) steadyRun(ctx context.Context) (*steadyResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgbench: %w\n%s", err, out)
 	}
-	res := &steadyResult{}
-	for line := range strings.SplitSeq(string(out), "\n") {
-		if strings.HasPrefix(line, "tps = ") {
-			fmt.Sscanf(line, "tps = %f", &res.tps)
-		}
-	}
+	res := &steadyResult{tps: pgbenchTPS(out)}
 	var last int64
 	if err := b.queryRow(ctx, b.source, sourceDB, "SELECT max(id) FROM bench_probe", &last); err != nil {
 		return nil, err
@@ -390,11 +394,22 @@ func (b *bench) report(drains []drain, steady *steadyResult, total time.Duration
 		if steady.p99 >= lagGoal {
 			verdict = "goal NOT met"
 		}
-		fmt.Printf("\nsteady state, pgbench flat out for %s at %.0f tps, %d probes:\n", b.cfg.steady, steady.tps, steady.probes)
+		fmt.Printf("\nsteady state, pgbench for %s at %.0f tps (flat out, nothing following: %.0f tps), %d probes:\n",
+			b.cfg.steady, steady.tps, b.backlogTPS, steady.probes)
 		fmt.Printf("  pgleap lag from source commit to target commit: p50 %s, p99 %s, max %s (goal: p99 under %s), %s\n",
 			steady.p50.Round(time.Millisecond), steady.p99.Round(time.Millisecond), steady.max.Round(time.Millisecond), lagGoal, verdict)
 	}
 	fmt.Printf("\npgleap's peak RSS: %d MB\n", b.peakRSS>>20)
+}
+
+func pgbenchTPS(out []byte) float64 {
+	var tps float64
+	for line := range strings.SplitSeq(string(out), "\n") {
+		if strings.HasPrefix(line, "tps = ") {
+			fmt.Sscanf(line, "tps = %f", &tps)
+		}
+	}
+	return tps
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -55,17 +55,21 @@ func (e *SchemaMismatchError) Error() string {
 
 // applier writes source transactions on the target, several per target transaction.
 type applier struct {
-	conn    *pgx.Conn
-	skip    map[string]pglogrepl.LSN // qualified table name → changes committed before this are in its copy
-	tables  map[string]*targetTable  // by qualified name
-	stmts   map[string]string        // statement text → prepared name
-	nextID  int
-	tx      pgx.Tx
-	batch   pendingBatch
-	group   groupStats
-	applied pglogrepl.LSN // end of the last source transaction committed on the target
-	cur     *Begin        // the source transaction being applied
-	net     map[string]*netTable
+	conn   *pgx.Conn
+	skip   map[string]pglogrepl.LSN // qualified table name → changes committed before this are in its copy
+	tables map[string]*targetTable  // by qualified name
+	stmts  map[string]string        // statement text → prepared name
+	nextID int
+	tx     pgx.Tx
+	batch  pendingBatch
+	group  groupStats
+	// applied is how far the target is in step with the source: the end of the last source
+	// transaction committed on the target, or a keepalive's position past it when nothing
+	// was left to apply; recorded is what pgleap.replication says (it follows applied
+	// lazily while idle).
+	applied, recorded pglogrepl.LSN
+	cur               *Begin // the source transaction being applied
+	net               map[string]*netTable
 	// orderedUntil: source transactions committed up to here are applied change by change,
 	// after their net changes met a unique constraint.
 	orderedUntil pglogrepl.LSN
@@ -84,6 +88,7 @@ type groupStats struct {
 	changes      int
 	end          pglogrepl.LSN
 	commitTime   time.Time
+	idleEnd      pglogrepl.LSN // a keepalive's position received after the group's last commit
 }
 
 // targetTable is what the target says about a table changes are applied to.
@@ -113,7 +118,7 @@ func (p pendingStatement) String() string {
 }
 
 func newApplier(conn *pgx.Conn, skip map[string]pglogrepl.LSN, applied, orderedUntil pglogrepl.LSN) *applier {
-	return &applier{conn: conn, skip: skip, tables: map[string]*targetTable{}, stmts: map[string]string{}, applied: applied,
+	return &applier{conn: conn, skip: skip, tables: map[string]*targetTable{}, stmts: map[string]string{}, applied: applied, recorded: applied,
 		net: map[string]*netTable{}, orderedUntil: orderedUntil}
 }
 
@@ -390,17 +395,16 @@ func (a *applier) commitGroup(ctx context.Context) error {
 	if err := a.flushBatch(ctx); err != nil {
 		return err
 	}
-	if a.group.end > a.applied {
-		if err := state.RecordApplied(ctx, a.tx, a.group.end, a.group.commitTime, int64(a.group.transactions), int64(a.group.changes)); err != nil {
+	end := max(a.group.end, a.group.idleEnd)
+	if end > a.recorded {
+		if err := state.RecordApplied(ctx, a.tx, end, a.group.commitTime, int64(a.group.transactions), int64(a.group.changes)); err != nil {
 			return err
 		}
 	}
 	if err := a.tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit applied changes up to %s on the target: %w", a.group.end, err)
+		return fmt.Errorf("commit applied changes up to %s on the target: %w", end, err)
 	}
-	if a.group.end > a.applied {
-		a.applied = a.group.end
-	}
+	a.applied, a.recorded = max(a.applied, end), max(a.recorded, end)
 	a.group = groupStats{}
 	a.tx = nil
 	a.Stats.Groups++

@@ -267,6 +267,9 @@ func (s *session) loop(ctx context.Context) error {
 			}
 			if !time.Now().Before(nextStatus) {
 				idle := s.applier.cur == nil && !s.applier.group.open
+				if err := s.persistIdle(ctx); err != nil {
+					return err
+				}
 				if err := s.sendStatus(ctx, idle); err != nil {
 					return err
 				}
@@ -289,6 +292,9 @@ func (s *session) loop(ctx context.Context) error {
 			return fmt.Errorf("stream from the source: unexpected message %T", raw)
 		}
 		if s.applier.applied != reported && !time.Now().Before(nextStatus) {
+			if err := s.persistIdle(ctx); err != nil {
+				return err
+			}
 			if err := s.sendStatus(ctx, false); err != nil {
 				return err
 			}
@@ -332,9 +338,7 @@ func (s *session) handle(ctx context.Context, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("parse keepalive: %w", err)
 		}
-		if err := s.advanceIdle(ctx, ka.ServerWALEnd); err != nil {
-			return err
-		}
+		s.advanceIdle(ka.ServerWALEnd)
 		if ka.ReplyRequested {
 			return s.sendStatus(ctx, false)
 		}
@@ -428,21 +432,34 @@ func (s *session) applyMessage(ctx context.Context, walData []byte) error {
 }
 
 // advanceIdle moves the applied position to a keepalive's WAL position when everything
-// received is applied and no transaction is half received: the WAL before that position
-// holds nothing more to apply (transactions of other databases or unpublished tables).
-func (s *session) advanceIdle(ctx context.Context, walEnd pglogrepl.LSN) error {
+// received is applied or in the open group and no transaction is half received: the WAL
+// before that position holds nothing more to apply (transactions of other databases or of
+// unpublished tables). Nothing is written for it now: the open group records it when it
+// commits, and an idle stream records it when its status is due (persistIdle). Reporting it
+// to the source before it is recorded is safe: a restart from the older recorded position
+// finds nothing to apply in between.
+func (s *session) advanceIdle(walEnd pglogrepl.LSN) {
 	a := s.applier
-	if a.cur != nil || walEnd <= a.applied {
+	switch {
+	case a.cur != nil || walEnd <= a.applied:
+	case a.group.open:
+		a.group.idleEnd = max(a.group.idleEnd, walEnd)
+	default:
+		a.applied = walEnd
+	}
+}
+
+// persistIdle records a position advanced while idle, at most once per status.
+func (s *session) persistIdle(ctx context.Context) error {
+	a := s.applier
+	if a.group.open || a.cur != nil || a.applied <= a.recorded {
 		return nil
 	}
-	if err := a.commitGroup(ctx); err != nil {
-		return err
-	}
-	err := pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error { return state.RecordApplied(ctx, tx, walEnd, time.Time{}, 0, 0) })
+	err := pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error { return state.RecordApplied(ctx, tx, a.applied, time.Time{}, 0, 0) })
 	if err != nil {
 		return err
 	}
-	a.applied = walEnd
+	a.recorded = a.applied
 	return nil
 }
 
