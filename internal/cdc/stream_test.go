@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -399,5 +400,74 @@ func TestStreamLargeTransactions(t *testing.T) {
 		if err != nil || streamed == 0 {
 			t.Errorf("no transaction was streamed (%d, %v): the test did not exercise protocol version 2", streamed, err)
 		}
+	}
+}
+
+// TestStreamTorture: many tiny commits with idle gaps (so keepalives arrive between them),
+// while the stream is stopped and started again, and its walsender killed, at random
+// points. Every commit increments a counter: once caught up, the target's counter equals
+// the number of commits, so nothing was applied twice or skipped.
+func TestStreamTorture(t *testing.T) {
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	t.Logf("seed %d", seed)
+	source, target := pgtest.Shared(t, pgtest.SourceMajor()), pgtest.Shared(t, pgtest.TargetMajor())
+	sourceConn, targetConn := followedPair(t, source, target,
+		`CREATE TABLE counter (id int PRIMARY KEY, n bigint NOT NULL); INSERT INTO counter VALUES (1, 0);
+		 CREATE TABLE events (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())`)
+
+	writer, err := pg.Connect(context.Background(), pg.Source, sourceConn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close(context.Background())
+	commits := 0
+	writeUntil := time.Now().Add(6 * time.Second)
+	var stream <-chan streamResult
+	var stop context.CancelFunc = func() {}
+	for time.Now().Before(writeUntil) {
+		switch r := rng.IntN(10); {
+		case r == 0 && stream != nil: // stop the stream mid-flow, as Ctrl-C or a crash would
+			stop()
+			if res := <-stream; res.err != nil {
+				t.Fatalf("stream stopped with %v", res.err)
+			}
+			stream = nil
+		case r == 1 && stream == nil:
+			var ctx context.Context
+			ctx, stop = context.WithCancel(context.Background())
+			stream = startStream(t, ctx, sourceConn, targetConn)
+		case r == 2:
+			execSQL(t, sourceConn, "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'pgleap_stream'")
+		}
+		for range rng.IntN(20) {
+			commits++
+			_, err := writer.Exec(context.Background(), fmt.Sprintf(
+				"BEGIN; UPDATE counter SET n = n + 1 WHERE id = 1; INSERT INTO events (id) VALUES (%d); COMMIT", commits))
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(time.Duration(rng.IntN(150)) * time.Millisecond) // idle: keepalives come now
+	}
+	if stream == nil {
+		var ctx context.Context
+		ctx, stop = context.WithCancel(context.Background())
+		stream = startStream(t, ctx, sourceConn, targetConn)
+	}
+	waitCaughtUp(t, sourceConn, targetConn, stream)
+	stop()
+	if res := <-stream; res.err != nil {
+		t.Fatal(res.err)
+	}
+	requireSameRows(t, sourceConn, targetConn)
+	tc, err := pg.Connect(context.Background(), pg.Target, targetConn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close(context.Background())
+	var n int64
+	if err := tc.QueryRow(context.Background(), "SELECT n FROM counter").Scan(&n); err != nil || n != int64(commits) {
+		t.Fatalf("target counter = %d (%v), want %d commits", n, err, commits)
 	}
 }
