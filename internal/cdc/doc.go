@@ -5,8 +5,11 @@
 // # Files
 //
 // decode.go turns pgoutput messages into changes against known relations; apply.go writes
-// them on the target; stream.go owns the replication connection, its keepalives and
-// feedback, and reconnects.
+// them on the target, net.go folds a group's changes to one per row and writes them with
+// set-based statements; spill.go keeps streamed transactions (protocol version 2, sources
+// of 14 and later) on disk until they commit; stream.go owns the replication connection,
+// its keepalives and feedback, and reconnects; guard.go keeps other sessions from writing
+// to the target.
 //
 // # Exactly once
 //
