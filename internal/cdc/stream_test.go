@@ -26,6 +26,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 const streamFixture = `
 CREATE EXTENSION hstore;
 CREATE EXTENSION citext;
+CREATE EXTENSION ltree;
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE TYPE pair AS (a int, b text);
 CREATE DOMAIN positive AS numeric CHECK (VALUE > 0);
@@ -53,7 +54,7 @@ CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent);
 INSERT INTO parent VALUES (1), (2);
 INSERT INTO child VALUES (1, 1);
 CREATE TABLE typed (id int PRIMARY KEY, n numeric, f float8, r real, ts timestamptz, iv interval, m mood, p pair,
-  d positive, rg int4range, arr text[], j json, jb jsonb, x xml, b bytea, h hstore);
+  d positive, rg int4range, arr text[], j json, jb jsonb, x xml, b bytea, h hstore, path ltree);
 ANALYZE;
 `
 
@@ -83,14 +84,17 @@ var streamChanges = []string{
 	`INSERT INTO typed VALUES
 	  (1, 'NaN', '-0', 'Infinity', '2026-03-29 01:30:00.123456+01', '1 year 2 mons -3 days 04:05:06.789', 'happy', ROW(1, 'a,b "c"'),
 	   12.5, '[1,10)', ARRAY['x', NULL, 'q"uote'], '{ "spaced" :  [1, 2.50] }', '{"b": 1, "a": [true, null]}',
-	   '<a b="c">t</a>', '\x00ff', 'k=>v, "x y"=>NULL'),
-	  (2, 1e-30, 'NaN', '-Infinity', 'infinity', '-178000000 years', NULL, ROW(NULL, NULL), 0.000001, 'empty', '{}', 'null', '[]', '<x/>', '', ''),
+	   '<a b="c">t</a>', '\x00ff', 'k=>v, "x y"=>NULL', 'Top.Science.Astronomy'),
+	  (2, 1e-30, 'NaN', '-Infinity', 'infinity', '-178000000 years', NULL, ROW(NULL, NULL), 0.000001, 'empty', '{}', 'null', '[]', '<x/>', '', '', ''),
 	  (3, 123456789012345678901234567890.123456789012345678901234567890, 1.0000000000000002, 3.4028235e38, '1999-12-31 23:59:59.999999-12',
-	   '0', 'sad', NULL, 1, NULL, ARRAY[NULL]::text[], '"\u00e9"', '"\u00e9"', NULL, '\xdeadbeef', NULL)`,
+	   '0', 'sad', NULL, 1, NULL, ARRAY[NULL]::text[], '"\u00e9"', '"\u00e9"', NULL, '\xdeadbeef', NULL, NULL)`,
 	`UPDATE typed SET f = 'Infinity', n = -0.0 WHERE id = 2`,
 	// Two rows swap a unique value through a third: in net form the swap breaks the unique
 	// constraint, and the group is applied again change by change.
 	`BEGIN; UPDATE texts SET v = 'tmp' WHERE code = 'a'; UPDATE texts SET v = 'ALPHA' WHERE code = 'c'; UPDATE texts SET v = 'Beta' WHERE code = 'a'; COMMIT`,
+	`INSERT INTO parent VALUES (3); INSERT INTO child VALUES (2, 3)`,
+	`TRUNCATE parent CASCADE`, // the source lists child too
+	`INSERT INTO parent VALUES (4)`,
 }
 
 // TestStreamAppliesEveryChange copies a database with a following slot, streams a change
@@ -166,14 +170,44 @@ func TestStreamStopsOnSchemaChange(t *testing.T) {
 	if !errors.As(stats.err, &mismatch) || !strings.Contains(stats.err.Error(), `ALTER TABLE "public"."items" ADD COLUMN "price" numeric(10,2);`) {
 		t.Fatalf("stream after a column was added on the source = %v, want the DDL to run", stats.err)
 	}
-	execSQL(t, targetConn, "ALTER TABLE items ADD COLUMN price numeric(10,2)")
+	execSQL(t, targetConn, "SET default_transaction_read_only = off; ALTER TABLE items ADD COLUMN price numeric(10,2)")
+	catchUp(t, sourceConn, targetConn)
+
+	// A column retyped, then one dropped, on the source: each stops the stream with its DDL.
+	for _, change := range []struct{ source, ddl string }{
+		{"ALTER TABLE items ALTER COLUMN name TYPE varchar(20); INSERT INTO items VALUES (3, 'c', 1)",
+			`ALTER TABLE "public"."items" ALTER COLUMN "name" TYPE character varying(20);`},
+		{"ALTER TABLE items DROP COLUMN price; INSERT INTO items VALUES (4, 'd')",
+			`ALTER TABLE "public"."items" DROP COLUMN "price";`},
+	} {
+		execSQL(t, sourceConn, change.source)
+		done := startStream(t, ctx, sourceConn, targetConn)
+		var stats streamResult
+		select {
+		case stats = <-done:
+		case <-time.After(60 * time.Second):
+			t.Fatalf("after %q the stream did not stop", change.source)
+		}
+		if !errors.As(stats.err, &mismatch) || !strings.Contains(stats.err.Error(), change.ddl) {
+			t.Fatalf("stream after %q = %v, want the DDL %s", change.source, stats.err, change.ddl)
+		}
+		execSQL(t, targetConn, "SET default_transaction_read_only = off; "+change.ddl)
+		catchUp(t, sourceConn, targetConn)
+	}
+	requireSameRows(t, sourceConn, targetConn)
+}
+
+// catchUp streams until the target has applied everything the source wrote, then stops.
+func catchUp(t *testing.T, sourceConn, targetConn string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := startStream(t, ctx, sourceConn, targetConn)
 	waitCaughtUp(t, sourceConn, targetConn, done)
 	cancel()
 	if stats := <-done; stats.err != nil {
 		t.Fatal(stats.err)
 	}
-	requireSameRows(t, sourceConn, targetConn)
 }
 
 // followedPair creates a source database from fixture and copies it into a target database
