@@ -258,7 +258,9 @@ func (b *bench) backlogRound(ctx context.Context, round int) (drain, error) {
 			return err
 		}
 		d.pgleap = time.Since(start)
-		return b.stopPgleap()
+		err := b.stopPgleap()
+		b.log.Info("pgleap", "said", lastLine(b.followerOut.String()))
+		return err
 	}
 	order := []func() error{drainNative, drainPgleap}
 	if round%2 == 1 {
@@ -400,6 +402,11 @@ func (b *bench) report(drains []drain, steady *steadyResult, total time.Duration
 			steady.p50.Round(time.Millisecond), steady.p99.Round(time.Millisecond), steady.max.Round(time.Millisecond), lagGoal, verdict)
 	}
 	fmt.Printf("\npgleap's peak RSS: %d MB\n", b.peakRSS>>20)
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
 
 func pgbenchTPS(out []byte) float64 {

@@ -114,8 +114,8 @@ streaming from the last change the target committed.`,
 						Stream cdc.Stats
 					}{result, stats})
 				}
-				_, err = fmt.Fprintf(c.stdout, "stopped streaming: %d transactions (%d changes) applied in %d target transactions, %d reconnections\n",
-					stats.Transactions, stats.Changes, stats.Groups, stats.Reconnects)
+				_, err = fmt.Fprintf(c.stdout, "stopped streaming: %d transactions (%d changes) applied in %d target transactions (%s waiting on the target), %d reconnections\n",
+					stats.Transactions, stats.Changes, stats.Groups, stats.TargetTime.Round(time.Millisecond), stats.Reconnects)
 				return err
 			}
 			stage, err := schema.Prepare(ctx, opts)

@@ -79,6 +79,8 @@ type applier struct {
 // ApplyStats count what the applier did.
 type ApplyStats struct {
 	Transactions, Changes, Skipped, Groups int64
+	// TargetTime is the time spent waiting for the target to execute and commit.
+	TargetTime time.Duration
 }
 
 type groupStats struct {
@@ -228,7 +230,7 @@ func (a *applier) apply(ctx context.Context, c *Change) error {
 		return err
 	}
 	name := c.Rel.QualifiedName()
-	if a.cur.CommitLSN > a.orderedUntil && keyed(c.Rel) {
+	if a.cur.CommitLSN > a.orderedUntil {
 		t := a.net[name]
 		if t == nil || t.rel != c.Rel {
 			if err := a.flushNet(ctx, name); err != nil { // described anew: its columns may differ
@@ -329,7 +331,9 @@ func (a *applier) flushBatch(ctx context.Context) error {
 	}
 	queued := a.batch
 	a.batch = pendingBatch{}
+	start := time.Now()
 	results, err := a.conn.PgConn().ExecBatch(ctx, &queued.batch).ReadAll()
+	a.Stats.TargetTime += time.Since(start)
 	for i, r := range results {
 		if i >= len(queued.what) {
 			break
@@ -401,9 +405,11 @@ func (a *applier) commitGroup(ctx context.Context) error {
 			return err
 		}
 	}
+	start := time.Now()
 	if err := a.tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit applied changes up to %s on the target: %w", end, err)
 	}
+	a.Stats.TargetTime += time.Since(start)
 	a.applied, a.recorded = max(a.applied, end), max(a.recorded, end)
 	a.group = groupStats{}
 	a.tx = nil
@@ -544,7 +550,7 @@ func (a *applier) flushAllNet(ctx context.Context) error {
 // other statements), then new rows with COPY.
 func (a *applier) flushNet(ctx context.Context, name string) error {
 	t := a.net[name]
-	if t == nil || len(t.keys) == 0 {
+	if t == nil || len(t.keys) == 0 && len(t.appended) == 0 {
 		return nil
 	}
 	target, err := a.table(ctx, t.rel)
@@ -567,7 +573,9 @@ func (a *applier) flushNet(ctx context.Context, name string) error {
 	if err := a.flushBatch(ctx); err != nil {
 		return err
 	}
+	start := time.Now()
 	tag, err := a.conn.PgConn().CopyFrom(ctx, &stmts.inserts.data, stmts.inserts.sql)
+	a.Stats.TargetTime += time.Since(start)
 	if err != nil {
 		return a.applyError(pendingStatement{label: fmt.Sprintf("%d new rows of %s", stmts.inserts.rows, name)}, err)
 	}

@@ -19,10 +19,17 @@ type Relation struct {
 	// Identity is pg_class.relreplident: 'd' primary key, 'i' an index, 'f' every column,
 	// 'n' nothing.
 	Identity byte
+	// qualified is the quoted name, made once: every change looks it up.
+	qualified string
 }
 
 // QualifiedName is the relation's quoted name.
-func (r *Relation) QualifiedName() string { return pg.QualifiedName(r.Schema, r.Name) }
+func (r *Relation) QualifiedName() string {
+	if r.qualified == "" {
+		r.qualified = pg.QualifiedName(r.Schema, r.Name)
+	}
+	return r.qualified
+}
 
 // Column is one published column.
 type Column struct {
@@ -140,6 +147,7 @@ func (d *Decoder) Decode(data []byte) (Message, error) {
 		return Commit{CommitLSN: m.CommitLSN, EndLSN: m.TransactionEndLSN, CommitTime: m.CommitTime}, nil
 	case *pglogrepl.RelationMessage:
 		rel := &Relation{ID: m.RelationID, Schema: m.Namespace, Name: m.RelationName, Identity: m.ReplicaIdentity}
+		rel.qualified = pg.QualifiedName(rel.Schema, rel.Name)
 		for _, c := range m.Columns {
 			rel.Columns = append(rel.Columns, Column{Name: c.Name, TypeOID: c.DataType, TypeMod: c.TypeModifier, Key: c.Flags&1 != 0})
 		}

@@ -18,7 +18,9 @@ import (
 // insert, updates → one update, insert then delete → nothing, delete then insert → one
 // update. What is left is applied per table in three set-based statements (a DELETE and an
 // UPDATE joined to arrays of keys and values, and a COPY of the new rows), so a backlog costs
-// the target a fraction of the source's statements. Order between tables is not kept, which
+// the target a fraction of the source's statements. New rows of a table without a usable
+// key (REPLICA IDENTITY FULL or NOTHING) go out with COPY as well, in order; its updates and
+// deletes are applied one by one after them. Order between tables is not kept, which
 // the apply session allows (no triggers, no foreign-key checks); order inside a table can
 // matter to a unique constraint (two rows swapping a value), and when it does the group is
 // applied again change by change (errCompactionConflict).
@@ -44,6 +46,9 @@ type netTable struct {
 	keys  []string // first-seen order, so statements are deterministic
 	rows  map[string]*netRow
 	bytes int
+	// appended are new rows of a table without a usable key, in order: they go out with
+	// COPY too, while its updates and deletes are applied one by one.
+	appended [][]Value
 }
 
 // errCompactionConflict is returned when net changes broke a unique constraint that the
@@ -97,6 +102,14 @@ func rowKey(rel *Relation, values []Value) (string, bool) {
 // and then this change by itself.
 func (t *netTable) collapse(c *Change) bool {
 	rel := c.Rel
+	if !keyed(rel) {
+		if c.Kind != Insert {
+			return false
+		}
+		t.appended = append(t.appended, c.New)
+		t.bytes += valuesBytes(c.New)
+		return true
+	}
 	var key string
 	var ok bool
 	switch c.Kind {
@@ -225,6 +238,10 @@ func (t *netTable) statements(types map[string]string) (netStatements, error) {
 	updates := map[string][]*netRow{} // by the set of columns they write
 	var updateOrder []string
 	inserts := &copyRows{}
+	for _, values := range t.appended {
+		writeCopyRow(&inserts.data, values)
+		inserts.rows++
+	}
 	for _, k := range t.keys {
 		r := t.rows[k]
 		if r == nil {
@@ -299,7 +316,7 @@ func (t *netTable) statements(types map[string]string) (netStatements, error) {
 		inserts.sql = fmt.Sprintf("COPY %s (%s) FROM STDIN", name, strings.Join(cols, ", "))
 		out.inserts = inserts
 	}
-	t.keys, t.bytes = t.keys[:0], 0
+	t.keys, t.bytes, t.appended = t.keys[:0], 0, nil
 	return out, nil
 }
 

@@ -67,6 +67,30 @@ func TestCollapse(t *testing.T) {
 	}
 }
 
+func TestCollapseWithoutKey(t *testing.T) {
+	rel := &Relation{Schema: "public", Name: "log", Identity: 'f', Columns: []Column{{Name: "a"}, {Name: "b"}}}
+	n := &netTable{rel: rel, rows: map[string]*netRow{}}
+	for i, c := range []*Change{
+		{Kind: Insert, Rel: rel, New: textValues("1", "x")},
+		{Kind: Insert, Rel: rel, New: textValues("1", "x")}, // a duplicate row is a row of its own
+	} {
+		if !n.collapse(c) {
+			t.Fatalf("insert %d was refused", i)
+		}
+	}
+	if len(n.appended) != 2 {
+		t.Errorf("%d rows appended, want 2", len(n.appended))
+	}
+	if n.collapse(&Change{Kind: Update, Rel: rel, Old: textValues("1", "x"), New: textValues("1", "y")}) ||
+		n.collapse(&Change{Kind: Delete, Rel: rel, Old: textValues("1", "x")}) {
+		t.Error("an update or delete of a keyless row was folded: it must be applied on its own, in order")
+	}
+	stmts, err := n.statements(map[string]string{"a": "integer", "b": "text"})
+	if err != nil || stmts.inserts == nil || stmts.inserts.rows != 2 || stmts.inserts.data.String() != "1\tx\n1\tx\n" {
+		t.Errorf("statements = %+v, %v", stmts, err)
+	}
+}
+
 func describeNet(r *netRow) string {
 	if r == nil {
 		return ""

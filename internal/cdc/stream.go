@@ -61,6 +61,7 @@ func Stream(ctx context.Context, opts Options) (Stats, error) {
 		stats.Changes += s.stats().Changes
 		stats.Skipped += s.stats().Skipped
 		stats.Groups += s.stats().Groups
+		stats.TargetTime += s.stats().TargetTime
 		if ctx.Err() != nil {
 			return stats, nil
 		}
