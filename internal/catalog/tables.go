@@ -180,3 +180,23 @@ func qualify(parts []string) string {
 	}
 	return pg.QualifiedName(parts[0], parts[1])
 }
+
+// PartitionRoots maps each partition's quoted name to the partitioned table at the top of
+// its tree, through every level.
+func PartitionRoots(tables []Table) map[string]string {
+	parent := map[string]string{}
+	for _, t := range tables {
+		if t.PartitionOf != "" {
+			parent[t.QualifiedName()] = t.PartitionOf
+		}
+	}
+	roots := make(map[string]string, len(parent))
+	for name := range parent {
+		root := name
+		for parent[root] != "" {
+			root = parent[root]
+		}
+		roots[name] = root
+	}
+	return roots
+}

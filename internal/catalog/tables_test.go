@@ -66,3 +66,22 @@ func TestTables(t *testing.T) {
 		t.Errorf("partitioned parent = %+v", p)
 	}
 }
+
+func TestPartitionRoots(t *testing.T) {
+	tables := []Table{
+		{Schema: "public", Name: "m"},
+		{Schema: "public", Name: "m_2026", PartitionOf: `"public"."m"`},
+		{Schema: "public", Name: "m_2026_q1", PartitionOf: `"public"."m_2026"`},
+		{Schema: "public", Name: "plain"},
+	}
+	got := PartitionRoots(tables)
+	want := map[string]string{`"public"."m_2026"`: `"public"."m"`, `"public"."m_2026_q1"`: `"public"."m"`}
+	if len(got) != len(want) {
+		t.Fatalf("PartitionRoots = %v, want %v", got, want)
+	}
+	for leaf, root := range want {
+		if got[leaf] != root {
+			t.Errorf("root of %s = %q, want %q", leaf, got[leaf], root)
+		}
+	}
+}

@@ -506,12 +506,7 @@ func syncLSNs(ctx context.Context, source, target *pgx.Conn, start pglogrepl.LSN
 	if err != nil {
 		return nil, fmt.Errorf("list source tables: %w", err)
 	}
-	parent := map[string]string{}
-	for _, t := range tables {
-		if t.PartitionOf != "" {
-			parent[t.QualifiedName()] = t.PartitionOf
-		}
-	}
+	roots := catalog.PartitionRoots(tables)
 	skip := map[string]pglogrepl.LSN{}
 	for _, i := range items {
 		if !i.Finished() {
@@ -520,8 +515,11 @@ func syncLSNs(ctx context.Context, source, target *pgx.Conn, start pglogrepl.LSN
 		if i.SyncLSN <= start {
 			continue
 		}
-		for name := pg.QualifiedName(i.Schema, i.Table); name != ""; name = parent[name] {
-			skip[name] = max(skip[name], i.SyncLSN)
+		// Changes arrive as the partition's (on 12) or as its root's (from 13 on).
+		name := pg.QualifiedName(i.Schema, i.Table)
+		skip[name] = max(skip[name], i.SyncLSN)
+		if root := roots[name]; root != "" {
+			skip[root] = max(skip[root], i.SyncLSN)
 		}
 	}
 	return skip, nil

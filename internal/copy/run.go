@@ -349,21 +349,7 @@ func partitionRoots(ctx context.Context, source *pgx.Conn) (map[string]string, e
 	if err != nil {
 		return nil, fmt.Errorf("list source tables: %w", err)
 	}
-	parent := map[string]string{}
-	for _, t := range all {
-		if t.PartitionOf != "" {
-			parent[t.QualifiedName()] = t.PartitionOf
-		}
-	}
-	roots := map[string]string{}
-	for name := range parent {
-		root := name
-		for parent[root] != "" {
-			root = parent[root]
-		}
-		roots[name] = root
-	}
-	return roots, nil
+	return catalog.PartitionRoots(all), nil
 }
 
 func typesWithoutSend(ctx context.Context, source *pgx.Conn) (map[string]bool, error) {
