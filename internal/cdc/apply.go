@@ -202,6 +202,9 @@ func (a *applier) forget(rel *Relation) { delete(a.tables, rel.QualifiedName()) 
 
 // begin starts a source transaction, and a target transaction when none is open.
 func (a *applier) begin(ctx context.Context, b Begin) error {
+	if a.cur != nil {
+		return fmt.Errorf("transaction %d begins while transaction %d is half applied: the stream is out of order", b.Xid, a.cur.Xid)
+	}
 	if !a.group.open {
 		tx, err := a.conn.Begin(ctx)
 		if err != nil {
@@ -501,6 +504,11 @@ func rowMatch(rel *Relation, identity []Value, paramOffset int) (string, [][]byt
 		} else {
 			conds = append(conds, fmt.Sprintf("%s = $%d", pg.QuoteIdent(col.Name), n))
 		}
+	}
+	if len(conds) == 0 {
+		// No identity value to match by (an unsent TOASTed key): match nothing, so the
+		// change fails as a missing row instead of touching every row.
+		conds = append(conds, "false")
 	}
 	where := strings.Join(conds, " AND ")
 	if full {

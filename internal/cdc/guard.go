@@ -25,9 +25,11 @@ func SetTargetGuard(ctx context.Context, target *pgx.Conn, on bool) error {
 	if on {
 		sql = "ALTER DATABASE " + pg.QuoteIdent(db) + " SET default_transaction_read_only = on"
 	}
-	if _, err := target.Exec(ctx, sql); err != nil {
-		return fmt.Errorf("make target database %s read-only for other sessions: %w: the target role must own the database; "+
-			"or pass --no-target-guard and keep applications off the target until cutover", pg.QuoteIdent(db), err)
-	}
-	return state.RecordTargetGuard(ctx, target, on)
+	return pgx.BeginFunc(ctx, target, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("make target database %s read-only for other sessions: %w: the target role must own the database; "+
+				"or pass --no-target-guard and keep applications off the target until cutover", pg.QuoteIdent(db), err)
+		}
+		return state.RecordTargetGuard(ctx, tx, on)
+	})
 }

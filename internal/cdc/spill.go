@@ -7,6 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 )
 
 // Streamed transactions. From major 14 on, pgoutput (protocol version 2, streaming on) sends
@@ -29,7 +33,8 @@ type spilledTxn struct {
 }
 
 func newSpill() (*spill, error) {
-	dir, err := os.MkdirTemp("", "pgleap-stream-")
+	sweepSpills()
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", spillPrefix, os.Getpid()))
 	if err != nil {
 		return nil, fmt.Errorf("create a directory for streamed transactions: %w", err)
 	}
@@ -124,4 +129,29 @@ func (s *spill) close() {
 		s.drop(xid)
 	}
 	os.RemoveAll(s.dir)
+}
+
+const spillPrefix = "pgleap-stream-"
+
+// sweepSpills removes what pgleap processes that no longer run (killed, crashed) left in
+// the temporary directory; each names its directory after its pid.
+func sweepSpills() {
+	entries, err := os.ReadDir(os.TempDir())
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), spillPrefix)
+		if !ok || !e.IsDir() {
+			continue
+		}
+		pidText, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(filepath.Join(os.TempDir(), e.Name()))
+		}
+	}
 }

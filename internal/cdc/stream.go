@@ -28,7 +28,7 @@ type Options struct {
 	// when the stream is idle pgleap asks for a keepalive this often, to move past WAL that
 	// holds nothing to apply.
 	StatusInterval time.Duration
-	// Retry is the longest wait between reconnections after a lost connection.
+	// MaxRetryDelay is the longest wait between reconnections after a lost connection.
 	MaxRetryDelay time.Duration
 }
 
@@ -122,10 +122,11 @@ type session struct {
 	// orderedUntil: transactions committed up to here are applied one change at a time.
 	orderedUntil pglogrepl.LSN
 	// spill keeps streamed transactions until they end (sources of 14 and later).
-	spill     *spill
-	inStream  bool
-	streamXid uint32
-	lost      bool // a connection broke
+	spill      *spill
+	inStream   bool
+	streamXid  uint32
+	lost       bool      // a connection broke
+	nextStatus time.Time // when the source is next told where the target stands
 }
 
 // connectionLost reports whether a connection of the session broke, whatever error the
@@ -220,7 +221,9 @@ func (s *session) connect(ctx context.Context) error {
 }
 
 func (s *session) close() {
-	ctx := context.Background()
+	// A target that stops answering must not hold the stream's end forever.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	if s.spill != nil {
 		s.spill.close()
 	}
@@ -247,12 +250,11 @@ func isNilConn(c any) bool {
 // loop receives until an error. It never blocks past the next thing due: a group to commit
 // or a status to send.
 func (s *session) loop(ctx context.Context) error {
-	nextStatus := time.Now().Add(s.opts.StatusInterval)
-	var reported pglogrepl.LSN
+	s.nextStatus = time.Now().Add(s.opts.StatusInterval)
 	var recv receiveContext
 	defer recv.release()
 	for {
-		deadline := nextStatus
+		deadline := s.nextStatus
 		if due, ok := s.applier.groupDue(); ok && due.Before(deadline) {
 			deadline = due
 		}
@@ -266,16 +268,8 @@ func (s *session) loop(ctx context.Context) error {
 			if err := s.applier.commitGroup(ctx); err != nil {
 				return err
 			}
-			if !time.Now().Before(nextStatus) {
-				idle := s.applier.cur == nil && !s.applier.group.open
-				if err := s.persistIdle(ctx); err != nil {
-					return err
-				}
-				if err := s.sendStatus(ctx, idle); err != nil {
-					return err
-				}
-				reported = s.applier.applied
-				nextStatus = time.Now().Add(s.opts.StatusInterval)
+			if err := s.statusIfDue(ctx); err != nil {
+				return err
 			}
 			continue
 		}
@@ -292,17 +286,28 @@ func (s *session) loop(ctx context.Context) error {
 		default:
 			return fmt.Errorf("stream from the source: unexpected message %T", raw)
 		}
-		if s.applier.applied != reported && !time.Now().Before(nextStatus) {
-			if err := s.persistIdle(ctx); err != nil {
-				return err
-			}
-			if err := s.sendStatus(ctx, false); err != nil {
-				return err
-			}
-			reported = s.applier.applied
-			nextStatus = time.Now().Add(s.opts.StatusInterval)
+		if err := s.statusIfDue(ctx); err != nil {
+			return err
 		}
 	}
+}
+
+// statusIfDue sends the source a status when one is due, moved or not: a walsender that
+// hears nothing for wal_sender_timeout ends the connection, which a long transaction being
+// applied must not cause.
+func (s *session) statusIfDue(ctx context.Context) error {
+	if time.Now().Before(s.nextStatus) {
+		return nil
+	}
+	idle := s.applier.cur == nil && !s.applier.group.open
+	if err := s.persistIdle(ctx); err != nil {
+		return err
+	}
+	if err := s.sendStatus(ctx, idle); err != nil {
+		return err
+	}
+	s.nextStatus = time.Now().Add(s.opts.StatusInterval)
+	return nil
 }
 
 // receiveContext is the context of the stream's receives: one serves until its deadline
@@ -369,6 +374,12 @@ func (s *session) apply(ctx context.Context, walData []byte) error {
 			// Inside a block every message carries its (sub)transaction's xid after its
 			// type; without it, it reads as protocol version 1 does.
 			subxid := binary.BigEndian.Uint32(walData[1:5])
+			if walData[0] == 'R' || walData[0] == 'Y' {
+				// pgoutput describes a relation once per transaction, tagged with the
+				// subtransaction that first touched it: kept under the transaction itself,
+				// the description survives that subtransaction's rollback.
+				subxid = s.streamXid
+			}
 			msg := append([]byte{walData[0]}, walData[5:]...)
 			return s.spill.add(s.streamXid, subxid, msg)
 		}
@@ -392,7 +403,13 @@ func (s *session) streamControl(ctx context.Context, walData []byte) error {
 		if err := s.applier.begin(ctx, Begin{Xid: m.Xid, CommitLSN: m.CommitLSN, CommitTime: m.CommitTime}); err != nil {
 			return err
 		}
-		if err := s.spill.replay(m.Xid, func(msg []byte) error { return s.applyMessage(ctx, msg) }); err != nil {
+		err := s.spill.replay(m.Xid, func(msg []byte) error {
+			if err := s.applyMessage(ctx, msg); err != nil {
+				return err
+			}
+			return s.statusIfDue(ctx)
+		})
+		if err != nil {
 			return err
 		}
 		if err := s.applier.commit(ctx, Commit{CommitLSN: m.CommitLSN, EndLSN: m.TransactionEndLSN, CommitTime: m.CommitTime}); err != nil {

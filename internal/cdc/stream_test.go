@@ -387,7 +387,8 @@ func TestStreamSurvivesTargetCrash(t *testing.T) {
 // sources of 14 and later they arrive streamed while they run (protocol version 2).
 func TestStreamLargeTransactions(t *testing.T) {
 	source, target := pgtest.Shared(t, pgtest.SourceMajor()), pgtest.Shared(t, pgtest.TargetMajor())
-	sourceConn, targetConn := followedPair(t, source, target, `CREATE TABLE big (id int PRIMARY KEY, pad text); CREATE TABLE small (id int PRIMARY KEY)`)
+	sourceConn, targetConn := followedPair(t, source, target,
+		`CREATE TABLE big (id int PRIMARY KEY, pad text); CREATE TABLE small (id int PRIMARY KEY); CREATE TABLE later (id int PRIMARY KEY, pad text)`)
 	// The walsender reads the database's settings: a small budget makes pgoutput stream
 	// (the setting exists from 13 on).
 	if pgtest.SourceMajor() >= 13 {
@@ -403,6 +404,10 @@ func TestStreamLargeTransactions(t *testing.T) {
 		SAVEPOINT s; INSERT INTO big SELECT g, 'rolled back' FROM generate_series(25001, 30000) g; DELETE FROM big WHERE id <= 100;
 		ROLLBACK TO s; INSERT INTO big SELECT g, 'after' FROM generate_series(30001, 31000) g; COMMIT`)
 	execSQL(t, sourceConn, `BEGIN; INSERT INTO big SELECT g, 'never' FROM generate_series(40001, 50000) g; ROLLBACK`)
+	// "later" is first touched inside a subtransaction that rolls back: pgoutput describes
+	// it there, once, and the changes after the rollback still need that description.
+	execSQL(t, sourceConn, `BEGIN; SAVEPOINT s; INSERT INTO later SELECT g, repeat('y', 100) FROM generate_series(1, 5000) g;
+		ROLLBACK TO s; INSERT INTO later SELECT g, 'kept' FROM generate_series(1, 5000) g; COMMIT`)
 
 	long, err := pg.Connect(ctx, pg.Source, sourceConn)
 	if err != nil {

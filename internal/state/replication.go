@@ -130,8 +130,8 @@ func RecordApplied(ctx context.Context, tx pgx.Tx, end pglogrepl.LSN, commitTime
 var ErrAppliedAhead = errors.New("the target has applied further already: is another pgleap migrate running against it?")
 
 // RecordTargetGuard records whether the target database is guarded.
-func RecordTargetGuard(ctx context.Context, conn *pgx.Conn, on bool) error {
-	if _, err := conn.Exec(ctx, "UPDATE pgleap.replication SET target_guard = $1", on); err != nil {
+func RecordTargetGuard(ctx context.Context, tx pgx.Tx, on bool) error {
+	if _, err := tx.Exec(ctx, "UPDATE pgleap.replication SET target_guard = $1", on); err != nil {
 		return fmt.Errorf("record the target guard in pgleap state: %w", err)
 	}
 	return nil
