@@ -251,8 +251,13 @@ func isNilConn(c any) bool {
 // or a status to send.
 func (s *session) loop(ctx context.Context) error {
 	s.nextStatus = time.Now().Add(s.opts.StatusInterval)
-	var recv receiveContext
-	defer recv.release()
+	// Receives wait on a read deadline of the socket rather than on a context: pgconn
+	// watches a context with a goroutine hand-off per call, which costs more than decoding
+	// the message. Cancelling ctx moves the deadline to now, which ends a wait at once.
+	stopWatching := context.AfterFunc(ctx, func() { s.repl.Conn().SetReadDeadline(time.Now()) })
+	defer stopWatching()
+	defer s.repl.Conn().SetReadDeadline(time.Time{})
+	var readDeadline time.Time
 	for {
 		deadline := s.nextStatus
 		if due, ok := s.applier.groupDue(); ok && due.Before(deadline) {
@@ -263,7 +268,16 @@ func (s *session) loop(ctx context.Context) error {
 		if !time.Now().Before(deadline) {
 			deadline = time.Now().Add(time.Millisecond)
 		}
-		raw, err := s.repl.ReceiveMessage(recv.until(ctx, deadline))
+		if !deadline.Equal(readDeadline) && ctx.Err() == nil {
+			if err := s.repl.Conn().SetReadDeadline(deadline); err != nil {
+				return fmt.Errorf("receive from the source: %w", err)
+			}
+			readDeadline = deadline
+		}
+		raw, err := s.repl.ReceiveMessage(context.Background())
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
 		if err != nil && pgconn.Timeout(err) && ctx.Err() == nil {
 			if err := s.applier.commitGroup(ctx); err != nil {
 				return err
@@ -308,30 +322,6 @@ func (s *session) statusIfDue(ctx context.Context) error {
 	}
 	s.nextStatus = time.Now().Add(s.opts.StatusInterval)
 	return nil
-}
-
-// receiveContext is the context of the stream's receives: one serves until its deadline
-// changes, since making one per message costs more than decoding the message. It lives in
-// one call of loop and never outlives it.
-type receiveContext struct {
-	ctx      context.Context
-	cancel   context.CancelFunc
-	deadline time.Time
-}
-
-func (r *receiveContext) until(parent context.Context, deadline time.Time) context.Context {
-	if r.ctx == nil || !deadline.Equal(r.deadline) {
-		r.release()
-		r.ctx, r.cancel = context.WithDeadline(parent, deadline)
-		r.deadline = deadline
-	}
-	return r.ctx
-}
-
-func (r *receiveContext) release() {
-	if r.cancel != nil {
-		r.cancel()
-	}
 }
 
 func (s *session) handle(ctx context.Context, data []byte) error {
