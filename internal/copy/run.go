@@ -97,9 +97,16 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	defer target.Close(context.Background())
 
-	tables, err := selectedTables(ctx, source, opts.Tables, opts.Only)
+	all, err := catalog.Tables(ctx, source)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list source tables: %w", err)
+	}
+	selected := selectedTables(all, opts.Tables, opts.Only)
+	var tables []catalog.Table // the ones holding rows: partitions, not their parents; no foreign tables
+	for _, t := range selected {
+		if t.Kind == catalog.KindTable {
+			tables = append(tables, t)
+		}
 	}
 	version, err := pg.ServerVersion(ctx, source)
 	if err != nil {
@@ -121,11 +128,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			return nil, err
 		}
 	}
-	families, err := partitionRoots(ctx, source)
-	if err != nil {
-		return nil, err
-	}
-	if err := resetPartlyCopied(ctx, target, items, opts.Follow, families); err != nil {
+	if err := resetPartlyCopied(ctx, target, items, opts.Follow, catalog.PartitionRoots(all)); err != nil {
 		return nil, err
 	}
 	if items, err = state.CopyPlan(ctx, target); err != nil {
@@ -150,7 +153,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	var snapshot *Snapshot
 	if opts.Follow {
-		stream, created, err := prepareStream(ctx, opts, source, target, version.Major, items)
+		stream, created, err := prepareStream(ctx, opts, source, target, version.Major, items, selected)
 		if err != nil {
 			return nil, err
 		}
@@ -280,23 +283,17 @@ func watchSlotWAL(ctx context.Context, conn *pgx.Conn, slot string, opts Options
 	}
 }
 
-// selectedTables are the tables whose rows are copied: partitions rather than their
-// partitioned parents, and no foreign tables, whose rows live elsewhere.
-func selectedTables(ctx context.Context, source *pgx.Conn, filter config.TableFilter, only map[string]bool) ([]catalog.Table, error) {
-	all, err := catalog.Tables(ctx, source)
-	if err != nil {
-		return nil, fmt.Errorf("list source tables: %w", err)
-	}
-	var tables []catalog.Table
+// selectedTables are the tables the migration takes, of every kind: those the schema stage
+// restored (only), matching the table filter.
+func selectedTables(all []catalog.Table, filter config.TableFilter, only map[string]bool) []catalog.Table {
+	var selected []catalog.Table
 	for _, t := range all {
-		if only != nil && !only[t.QualifiedName()] {
+		if only != nil && !only[t.QualifiedName()] || !filter.Selects(t.Schema, t.Name) || filter.ExcludesSchema(t.Schema) {
 			continue
 		}
-		if t.Kind == catalog.KindTable && filter.Selects(t.Schema, t.Name) && !filter.ExcludesSchema(t.Schema) {
-			tables = append(tables, t)
-		}
+		selected = append(selected, t)
 	}
-	return tables, nil
+	return selected
 }
 
 // resetPartlyCopied empties the tables whose remaining units would be read at another
@@ -341,15 +338,6 @@ func resetPartlyCopied(ctx context.Context, target *pgx.Conn, items []state.Copy
 		}
 	}
 	return nil
-}
-
-// partitionRoots maps each partition to the partitioned table at the top of its tree.
-func partitionRoots(ctx context.Context, source *pgx.Conn) (map[string]string, error) {
-	all, err := catalog.Tables(ctx, source)
-	if err != nil {
-		return nil, fmt.Errorf("list source tables: %w", err)
-	}
-	return catalog.PartitionRoots(all), nil
 }
 
 func typesWithoutSend(ctx context.Context, source *pgx.Conn) (map[string]bool, error) {

@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgleap/pgleap/internal/catalog"
-	"github.com/pgleap/pgleap/internal/config"
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/state"
 )
@@ -30,7 +29,7 @@ var ErrSlotLost = errors.New("the migration's replication slot is gone from the 
 // pgoutput reads it as of each change's LSN, so it must predate the slot's consistent point.
 // When the slot is created now, its exported snapshot is returned for the copy to read at;
 // on a rerun the slot exists and the snapshot is nil.
-func prepareStream(ctx context.Context, opts Options, source, target *pgx.Conn, sourceMajor int, items []state.CopyItem) (state.Replication, *Snapshot, error) {
+func prepareStream(ctx context.Context, opts Options, source, target *pgx.Conn, sourceMajor int, items []state.CopyItem, selected []catalog.Table) (state.Replication, *Snapshot, error) {
 	r, ok, err := state.LoadReplication(ctx, target)
 	if err != nil {
 		return r, nil, err
@@ -51,7 +50,7 @@ func prepareStream(ctx context.Context, opts Options, source, target *pgx.Conn, 
 			return r, nil, err
 		}
 	}
-	if err := ensurePublication(ctx, source, r.Publication, sourceMajor, opts.Tables, opts.Only); err != nil {
+	if err := ensurePublication(ctx, source, r.Publication, sourceMajor, selected); err != nil {
 		return r, nil, err
 	}
 	if r.StartLSN != 0 {
@@ -87,7 +86,7 @@ func prepareStream(ctx context.Context, opts Options, source, target *pgx.Conn, 
 // ensurePublication creates the publication of the selected tables unless it exists.
 // Partitioned tables are published through their root from 13 on, so that rows arrive as
 // the root's whatever partition they move to; 12 can publish only the partitions.
-func ensurePublication(ctx context.Context, source *pgx.Conn, name string, sourceMajor int, filter config.TableFilter, only map[string]bool) error {
+func ensurePublication(ctx context.Context, source *pgx.Conn, name string, sourceMajor int, selected []catalog.Table) error {
 	var exists bool
 	if err := source.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = $1)", name).Scan(&exists); err != nil {
 		return fmt.Errorf("look for publication %s on the source: %w", name, err)
@@ -95,11 +94,7 @@ func ensurePublication(ctx context.Context, source *pgx.Conn, name string, sourc
 	if exists {
 		return nil
 	}
-	all, err := catalog.Tables(ctx, source)
-	if err != nil {
-		return fmt.Errorf("list source tables: %w", err)
-	}
-	sql := publicationSQL(name, sourceMajor, publishedTables(all, sourceMajor, filter, only))
+	sql := publicationSQL(name, sourceMajor, publishedTables(selected, sourceMajor))
 	if _, err := source.Exec(ctx, sql); err != nil {
 		return fmt.Errorf("create publication %s on the source: %w: the role must own the selected tables (run pgleap check)", name, err)
 	}
@@ -108,12 +103,9 @@ func ensurePublication(ctx context.Context, source *pgx.Conn, name string, sourc
 
 // publishedTables are the selected tables logical replication can carry: not unlogged or
 // foreign ones, and partitioned parents only where the major publishes through the root.
-func publishedTables(all []catalog.Table, sourceMajor int, filter config.TableFilter, only map[string]bool) []catalog.Table {
+func publishedTables(selected []catalog.Table, sourceMajor int) []catalog.Table {
 	var published []catalog.Table
-	for _, t := range all {
-		if only != nil && !only[t.QualifiedName()] || !filter.Selects(t.Schema, t.Name) || filter.ExcludesSchema(t.Schema) {
-			continue
-		}
+	for _, t := range selected {
 		if t.Unlogged || t.Kind == catalog.KindForeign || t.Kind == catalog.KindPartitioned && sourceMajor < 13 {
 			continue
 		}
