@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -145,7 +146,7 @@ func (a *applier) checkRelation(ctx context.Context, rel *Relation, sourceTypes 
 			mismatch.DDL = append(mismatch.DDL, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s;", rel.QualifiedName(), pg.QuoteIdent(c.Name), sourceTypes[i]))
 		}
 	}
-	for _, name := range slices.Sorted(mapKeys(t.types)) {
+	for _, name := range slices.Sorted(maps.Keys(t.types)) {
 		if !seen[name] {
 			mismatch.Differences = append(mismatch.Differences, fmt.Sprintf("column %s (%s) is on the target only", pg.QuoteIdent(name), t.types[name]))
 			mismatch.DDL = append(mismatch.DDL, fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s;", rel.QualifiedName(), pg.QuoteIdent(name)))
@@ -155,16 +156,6 @@ func (a *applier) checkRelation(ctx context.Context, rel *Relation, sourceTypes 
 		return mismatch
 	}
 	return nil
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // table reads a table's columns from the target, once per table.
@@ -546,7 +537,7 @@ func describeKey(c *Change) string {
 
 // flushAllNet writes every table's pending net changes.
 func (a *applier) flushAllNet(ctx context.Context) error {
-	for _, name := range slices.Sorted(mapKeys(a.net)) {
+	for _, name := range slices.Sorted(maps.Keys(a.net)) {
 		if err := a.flushNet(ctx, name); err != nil {
 			return err
 		}

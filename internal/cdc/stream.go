@@ -230,21 +230,15 @@ func (s *session) close() {
 	if s.applier != nil {
 		s.applier.rollback(ctx)
 	}
-	for _, c := range []interface{ Close(context.Context) error }{s.repl, s.source, s.target} {
-		if c != nil && !isNilConn(c) {
-			c.Close(ctx)
-		}
+	if s.repl != nil {
+		s.repl.Close(ctx)
 	}
-}
-
-func isNilConn(c any) bool {
-	switch c := c.(type) {
-	case *pgconn.PgConn:
-		return c == nil
-	case *pgx.Conn:
-		return c == nil
+	if s.source != nil {
+		s.source.Close(ctx)
 	}
-	return false
+	if s.target != nil {
+		s.target.Close(ctx)
+	}
 }
 
 // loop receives until an error. It never blocks past the next thing due: a group to commit
