@@ -174,10 +174,7 @@ func (p *CopyProgress) logLine() {
 	defer p.mu.Unlock()
 	elapsed := time.Since(p.start)
 	rate := float64(p.copiedBytes) / elapsed.Seconds()
-	eta := "unknown"
-	if rate > 0 && p.totalBytes > p.copiedBytes {
-		eta = (time.Duration(float64(p.totalBytes-p.copiedBytes)/rate) * time.Second / time.Second).Round(time.Second).String()
-	}
+	eta := timeLeft(p.totalBytes-p.copiedBytes, rate)
 	p.logger.Info("copy progress",
 		"units", fmt.Sprintf("%d/%d", p.done, p.items), "rows", p.rows,
 		"copied", HumanBytes(p.copiedBytes), "estimated", HumanBytes(p.totalBytes),
@@ -207,4 +204,12 @@ func HumanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// timeLeft is how long the remaining bytes take at rate (bytes per second), to the second.
+func timeLeft(remaining int64, rate float64) string {
+	if rate <= 0 || remaining <= 0 {
+		return "unknown"
+	}
+	return time.Duration(float64(remaining) / rate * float64(time.Second)).Round(time.Second).String()
 }

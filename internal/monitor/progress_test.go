@@ -18,6 +18,24 @@ func TestHumanBytes(t *testing.T) {
 	}
 }
 
+func TestTimeLeft(t *testing.T) {
+	for _, tt := range []struct {
+		remaining int64
+		rate      float64
+		want      string
+	}{
+		{100 << 20, 10 << 20, "10s"}, // the log line once said 0s for every estimate
+		{90 << 20, 1 << 20, "1m30s"},
+		{1, 1e9, "0s"},
+		{100, 0, "unknown"},
+		{0, 100, "unknown"},
+	} {
+		if got := timeLeft(tt.remaining, tt.rate); got != tt.want {
+			t.Errorf("timeLeft(%d, %g) = %s, want %s", tt.remaining, tt.rate, got, tt.want)
+		}
+	}
+}
+
 // TestLogLinesWhenNotATerminal: output to a buffer (not a terminal) gets periodic log lines
 // with units, rows, bytes and the WAL the source keeps.
 func TestLogLinesWhenNotATerminal(t *testing.T) {

@@ -121,6 +121,7 @@ func readTables(ctx context.Context, target *pgx.Conn, st *Status) error {
 		return err
 	}
 	byName := map[string]*TableStatus{}
+	syncLSN := map[string]pglogrepl.LSN{}
 	for _, i := range items {
 		name := pg.QualifiedName(i.Schema, i.Table)
 		t := byName[name]
@@ -133,8 +134,9 @@ func readTables(ctx context.Context, target *pgx.Conn, st *Status) error {
 		if i.Finished() {
 			t.UnitsDone++
 			t.RowsCopied += i.RowsCopied
-			if lsn := i.SyncLSN.String(); lsn > t.SyncLSN {
-				t.SyncLSN = lsn
+			if i.SyncLSN > syncLSN[name] { // as LSNs: as text, 0/9000000 sorts after 0/10000000
+				syncLSN[name] = i.SyncLSN
+				t.SyncLSN = i.SyncLSN.String()
 			}
 		}
 	}
