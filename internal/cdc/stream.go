@@ -195,15 +195,13 @@ func (s *session) stream(ctx context.Context) error {
 }
 
 func (s *session) connect(ctx context.Context) error {
+	var err error
+	if s.repl, err = pg.ConnectReplication(ctx, s.opts.Source, "pgleap_stream"); err != nil {
+		return err
+	}
 	cfg, err := pg.ParseConfig(pg.Source, s.opts.Source)
 	if err != nil {
 		return err
-	}
-	replCfg := cfg.Config.Copy()
-	replCfg.RuntimeParams["replication"] = "database"
-	replCfg.RuntimeParams["application_name"] = "pgleap_stream"
-	if s.repl, err = pgconn.ConnectConfig(ctx, replCfg); err != nil {
-		return &pg.ConnectError{Side: pg.Source, Address: fmt.Sprintf("%s:%d", replCfg.Host, replCfg.Port), Err: err}
 	}
 	cfg.RuntimeParams["search_path"] = ""
 	if s.source, err = pg.ConnectConfig(ctx, pg.Source, cfg); err != nil {

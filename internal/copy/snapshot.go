@@ -37,15 +37,9 @@ func openSlotSnapshot(ctx context.Context, sourceConnString, slot string, tempor
 	if !validReplicationName(slot) {
 		return nil, fmt.Errorf("replication slot name %q: only a-z, 0-9 and _ are allowed", slot)
 	}
-	cfg, err := pg.ParseConfig(pg.Source, sourceConnString)
+	conn, err := pg.ConnectReplication(ctx, sourceConnString, "")
 	if err != nil {
 		return nil, err
-	}
-	pgcfg := cfg.Config.Copy()
-	pgcfg.RuntimeParams["replication"] = "database"
-	conn, err := pgconn.ConnectConfig(ctx, pgcfg)
-	if err != nil {
-		return nil, &pg.ConnectError{Side: pg.Source, Address: fmt.Sprintf("%s:%d", pgcfg.Host, pgcfg.Port), Err: err}
 	}
 	created, err := pglogrepl.CreateReplicationSlot(ctx, conn, slot, "pgoutput", pglogrepl.CreateReplicationSlotOptions{
 		Temporary: temporary, SnapshotAction: "EXPORT_SNAPSHOT", Mode: pglogrepl.LogicalReplication,

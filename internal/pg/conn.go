@@ -111,3 +111,25 @@ func address(cfg *pgx.ConnConfig) string {
 	}
 	return net.JoinHostPort(cfg.Host, port)
 }
+
+// ConnectReplication opens a logical replication connection (replication=database) to the
+// source, for slot commands and streaming; applicationName names it in pg_stat_replication
+// ("" keeps pgleap's).
+func ConnectReplication(ctx context.Context, connString, applicationName string) (*pgconn.PgConn, error) {
+	cfg, err := ParseConfig(Source, connString)
+	if err != nil {
+		return nil, err
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	if applicationName != "" {
+		cfg.RuntimeParams["application_name"] = applicationName
+	}
+	conn, err := pgconn.ConnectConfig(ctx, &cfg.Config)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("connect to %s at %s: %w", Source, address(cfg), ctx.Err())
+		}
+		return nil, &ConnectError{Side: Source, Address: address(cfg), Err: err}
+	}
+	return conn, nil
+}
