@@ -24,6 +24,23 @@ func TestCleanupDropsSlotPublicationAndState(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	sc, tc := source.Conn(t, sourceDB), target.Conn(t, targetDB)
+	var slots, publications, states, rows int
+	countFootprint := func() {
+		t.Helper()
+		if err := sc.QueryRow(ctx, "SELECT (SELECT count(*) FROM pg_replication_slots WHERE database = current_database()), (SELECT count(*) FROM pg_publication)").
+			Scan(&slots, &publications); err != nil {
+			t.Fatal(err)
+		}
+		if err := tc.QueryRow(ctx, "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = 'pgleap'), (SELECT count(*) FROM kept)").Scan(&states, &rows); err != nil {
+			t.Fatal(err)
+		}
+	}
+	countFootprint()
+	if res.Copy.Slot == "" || slots != 1 || publications != 1 || states != 1 {
+		t.Fatalf("before cleanup: slot %q, %d slots, %d publications, %d pgleap schemas; the test needs one of each", res.Copy.Slot, slots, publications, states)
+	}
+
 	code, stdout, stderr := pgleap(t, nil, "cleanup", "--source", sourceConn, "--target", targetConn)
 	if code != exitOK {
 		t.Fatalf("cleanup: exit %d\n%s%s", code, stdout, stderr)
@@ -33,15 +50,7 @@ func TestCleanupDropsSlotPublicationAndState(t *testing.T) {
 			t.Errorf("cleanup output does not name %q:\n%s", want, stdout)
 		}
 	}
-	var slots, publications, states, rows int
-	sc, tc := source.Conn(t, sourceDB), target.Conn(t, targetDB)
-	if err := sc.QueryRow(ctx, "SELECT (SELECT count(*) FROM pg_replication_slots WHERE database = current_database()), (SELECT count(*) FROM pg_publication)").
-		Scan(&slots, &publications); err != nil {
-		t.Fatal(err)
-	}
-	if err := tc.QueryRow(ctx, "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = 'pgleap'), (SELECT count(*) FROM kept)").Scan(&states, &rows); err != nil {
-		t.Fatal(err)
-	}
+	countFootprint()
 	if slots+publications+states != 0 || rows != 10 {
 		t.Errorf("after cleanup: %d slots, %d publications, %d pgleap schemas, %d rows kept; want 0, 0, 0, 10", slots, publications, states, rows)
 	}

@@ -131,8 +131,8 @@ func TestDecode(t *testing.T) {
 		"short begin":          beginMessage(1, 1)[:10],
 		"update without a new": change('U', 16384, []byte{'K'}, tuple("1", "\x00", "\x00")),
 	} {
-		if m, err := d.Decode(bad); err == nil && m != nil {
-			t.Errorf("%s: decoded as %#v", name, m)
+		if m, err := d.Decode(bad); err == nil {
+			t.Errorf("%s: decoded as %#v, want an error", name, m)
 		}
 	}
 }

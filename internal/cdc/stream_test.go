@@ -15,8 +15,8 @@ import (
 	datacopy "github.com/pgleap/pgleap/internal/copy"
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/pgtest"
+	"github.com/pgleap/pgleap/internal/pgtest/datatest"
 	"github.com/pgleap/pgleap/internal/schema"
-	"github.com/pgleap/pgleap/internal/verify"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -115,7 +115,7 @@ func TestStreamAppliesEveryChange(t *testing.T) {
 	if stats.err != nil {
 		t.Fatalf("stream: %v", stats.err)
 	}
-	requireSameRows(t, sourceConn, targetConn)
+	datatest.RequireSameRows(t, sourceConn, targetConn, 1)
 	if stats.Transactions < int64(len(streamChanges)) {
 		t.Errorf("stream applied %d transactions, want at least %d", stats.Transactions, len(streamChanges))
 	}
@@ -153,7 +153,7 @@ func TestStreamSurvivesLostConnections(t *testing.T) {
 	if stats := <-done; stats.err != nil || stats.Reconnects < 3 {
 		t.Fatalf("stream: %+v, want no error after at least three reconnections", stats)
 	}
-	requireSameRows(t, sourceConn, targetConn)
+	datatest.RequireSameRows(t, sourceConn, targetConn, 1)
 }
 
 // TestStreamStopsOnSchemaChange: a column added on the source stops the apply with the
@@ -194,7 +194,7 @@ func TestStreamStopsOnSchemaChange(t *testing.T) {
 		execSQL(t, targetConn, "SET default_transaction_read_only = off; "+change.ddl)
 		catchUp(t, sourceConn, targetConn)
 	}
-	requireSameRows(t, sourceConn, targetConn)
+	datatest.RequireSameRows(t, sourceConn, targetConn, 1)
 }
 
 // catchUp streams until the target has applied everything the source wrote, then stops.
@@ -317,38 +317,6 @@ func waitCaughtUp(t *testing.T, sourceConn, targetConn string, done <-chan strea
 	}
 }
 
-// requireSameRows hashes every row of every table on both sides.
-func requireSameRows(t *testing.T, sourceConn, targetConn string) {
-	t.Helper()
-	want, got := digests(t, sourceConn), digests(t, targetConn)
-	if len(want) == 0 {
-		t.Fatal("no table hashed on the source")
-	}
-	for table, d := range want {
-		if got[table] != d {
-			t.Errorf("%s: source %s, target %s", table, d, got[table])
-		}
-	}
-	if len(got) != len(want) {
-		t.Errorf("target has %d tables, source %d", len(got), len(want))
-	}
-}
-
-func digests(t *testing.T, connString string) map[string]verify.TableDigest {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := pg.Connect(ctx, pg.Source, connString)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	d, err := verify.DigestTables(ctx, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
 // testLog sends the stream's log lines to the test's output, shown when it fails or -v.
 type testLog struct{ t *testing.T }
 
@@ -379,7 +347,7 @@ func TestStreamSurvivesTargetCrash(t *testing.T) {
 	if stats := <-done; stats.err != nil || stats.Reconnects == 0 {
 		t.Fatalf("stream: %+v, want no error after a reconnection", stats)
 	}
-	requireSameRows(t, sourceConn, targetConn)
+	datatest.RequireSameRows(t, sourceConn, targetConn, 1)
 }
 
 // TestStreamLargeTransactions: transactions larger than logical_decoding_work_mem, one with
@@ -429,7 +397,7 @@ func TestStreamLargeTransactions(t *testing.T) {
 	if stats := <-done; stats.err != nil {
 		t.Fatal(stats.err)
 	}
-	requireSameRows(t, sourceConn, targetConn)
+	datatest.RequireSameRows(t, sourceConn, targetConn, 1)
 	if pgtest.SourceMajor() >= 14 {
 		var streamed int64
 		sc, err := pg.Connect(context.Background(), pg.Source, sourceConn)
@@ -502,7 +470,7 @@ func TestStreamTorture(t *testing.T) {
 	if res := <-stream; res.err != nil {
 		t.Fatal(res.err)
 	}
-	requireSameRows(t, sourceConn, targetConn)
+	datatest.RequireSameRows(t, sourceConn, targetConn, 1)
 	tc, err := pg.Connect(context.Background(), pg.Target, targetConn)
 	if err != nil {
 		t.Fatal(err)

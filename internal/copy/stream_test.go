@@ -65,8 +65,14 @@ func TestFollowCopy(t *testing.T) {
 		t.Errorf("publication %s publishes %v, want %v", first.Publication, published, wantPublished)
 	}
 	items, err := state.CopyPlan(ctx, tc)
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || len(items) < 4 {
+		t.Fatalf("copy plan: %d items, %v; want at least one per table", len(items), err)
+	}
+	// The slot itself says where it starts: the copy's snapshot is its consistent point.
+	var confirmed string
+	if err := sc.QueryRow(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", first.Slot).Scan(&confirmed); err != nil ||
+		confirmed != first.StreamStartLSN {
+		t.Errorf("slot %s starts at %s (%v), the recorded start is %s", first.Slot, confirmed, err, first.StreamStartLSN)
 	}
 	for _, i := range items {
 		if i.SyncLSN.String() != first.StreamStartLSN {
@@ -109,7 +115,9 @@ func TestFollowCopy(t *testing.T) {
 	}
 
 	// The slot gone: the changes since the start are lost, and pgleap says so.
-	sc.Exec(ctx, "SELECT pg_drop_replication_slot($1)", first.Slot)
+	if _, err := sc.Exec(ctx, "SELECT pg_drop_replication_slot($1)", first.Slot); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := Run(ctx, copyOpts); !errors.Is(err, ErrSlotLost) {
 		t.Errorf("copy after the slot was dropped = %v, want ErrSlotLost", err)
 	}
