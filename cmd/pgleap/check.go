@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -31,8 +30,7 @@ Exit status: 0 no blockers, 1 blockers found, 2 could not run.`,
 			if err != nil {
 				return err
 			}
-			opts.Tables.Include = append(opts.Tables.Include, resolved.Tables.Include...)
-			opts.Tables.Exclude = append(opts.Tables.Exclude, resolved.Tables.Exclude...)
+			opts.Tables = resolved.Tables
 			if err := opts.Tables.Validate(); err != nil {
 				return &usageError{err}
 			}
@@ -53,9 +51,7 @@ Exit status: 0 no blockers, 1 blockers found, 2 could not run.`,
 				return err
 			}
 			if c.json {
-				enc := json.NewEncoder(c.stdout)
-				enc.SetIndent("", "  ")
-				err = enc.Encode(report)
+				err = writeJSON(c.stdout, report)
 			} else {
 				err = report.WriteText(c.stdout)
 			}
@@ -70,6 +66,6 @@ Exit status: 0 no blockers, 1 blockers found, 2 could not run.`,
 	}
 	cmd.Flags().DurationVar(&opts.LongTransactionAge, "long-transaction", opts.LongTransactionAge,
 		"report source transactions open at least this long (idle-in-transaction sessions are always reported)")
-	c.addTableFlags(cmd, &opts.Tables.Include, &opts.Tables.Exclude)
+	c.addTableFlags(cmd)
 	return cmd
 }

@@ -25,8 +25,7 @@ func newMigrateCommand(c *cli) *cobra.Command {
 	opts := schema.Options{IndexJobs: runtime.NumCPU()}
 	copyOpts := datacopy.Options{Jobs: runtime.NumCPU(), Format: "auto"}
 	var schemaOnly, noFollow, noTargetGuard bool
-	var splitLargerThan, maxRate string
-	var tables config.TableFilter
+	var splitLargerThan string
 	cmd := &cobra.Command{
 		Use:   "migrate",
 		Short: "Copy the source into the target, then keep it in sync until cutover",
@@ -53,25 +52,26 @@ streaming from the last change the target committed.`,
   pgleap migrate --schema-only --exclude 'archive.*' --index-jobs 4
   pgleap migrate --no-follow --jobs 4 --max-copy-rate 100MB`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			if copyOpts.Format != "auto" && copyOpts.Format != "binary" && copyOpts.Format != "text" {
 				return &usageError{fmt.Errorf("--copy-format %q: want auto, binary or text", copyOpts.Format)}
 			}
 			// The command line is checked before anything else, so its mistakes are named first.
-			if err := parseSizes(&copyOpts, splitLargerThan, maxRate); err != nil {
-				return err
+			if copyOpts.SplitLargerThan, err = config.ParseBytes(splitLargerThan); err != nil {
+				return &usageError{fmt.Errorf("--split-larger-than: %w", err)}
 			}
 			resolved, err := c.connections("source", "target")
 			if err != nil {
 				return err
 			}
-			if !cmd.Flags().Changed("max-copy-rate") && resolved.MaxCopyRate != "" {
-				if copyOpts.MaxRate, err = config.ParseBytes(resolved.MaxCopyRate); err != nil {
-					return &usageError{fmt.Errorf("max_copy_rate in %s: %w", c.configPath, err)}
-				}
+			if resolved.MaxCopyRate == "" {
+				resolved.MaxCopyRate = "0"
+			}
+			if copyOpts.MaxRate, err = config.ParseBytes(resolved.MaxCopyRate); err != nil {
+				return &usageError{fmt.Errorf("--max-copy-rate (or max_copy_rate in pgleap.yaml): %w", err)}
 			}
 			opts.Source, opts.Target, opts.Logger = resolved.Source, resolved.Target, c.logger
-			opts.Tables = mergeTables(tables, resolved.Tables)
+			opts.Tables = resolved.Tables
 			if err := opts.Tables.Validate(); err != nil {
 				return &usageError{err}
 			}
@@ -140,13 +140,13 @@ streaming from the last change the target committed.`,
 	flags.BoolVar(&noTargetGuard, "no-target-guard", false, "leave the target database writable for other sessions while changes stream (default: read-only for all but pgleap, so nothing forks it)")
 	flags.IntVar(&copyOpts.Jobs, "jobs", copyOpts.Jobs, "tables or chunks copied at once")
 	flags.StringVar(&splitLargerThan, "split-larger-than", "1GB", "copy tables larger than this in parallel ranges (0: never)")
-	flags.StringVar(&maxRate, "max-copy-rate", "0", "cap on bytes per second read from the source across all workers, such as 50MB (0: no cap; pgleap.yaml: max_copy_rate)")
+	flags.StringVar(&c.flags.MaxCopyRate, "max-copy-rate", "", "cap on bytes per second read from the source across all workers, such as 50MB (0: no cap; pgleap.yaml: max_copy_rate)")
 	flags.StringVar(&copyOpts.Format, "copy-format", copyOpts.Format, "COPY format: auto (binary where exact between the majors, else text), binary or text")
 	flags.StringVar(&opts.PgBin, "pg-bin", "", "directory holding pg_dump, pg_dumpall and pg_restore (default: $PATH, then the newest /usr/lib/postgresql/*/bin)")
 	flags.IntVar(&opts.IndexJobs, "index-jobs", opts.IndexJobs, "indexes and constraints built at once")
 	flags.BoolVar(&opts.CopyPasswords, "copy-passwords", false, "carry role password verifiers (the source role must read pg_authid: a self-managed superuser)")
 	flags.BoolVar(&opts.KeepTablespaces, "keep-tablespaces", false, "keep tablespace clauses (the tablespaces must exist on the target); default: the target's default tablespace")
-	c.addTableFlags(cmd, &tables.Include, &tables.Exclude)
+	c.addTableFlags(cmd)
 	return cmd
 }
 
@@ -158,17 +158,6 @@ func guardTarget(ctx context.Context, connString string, on bool) error {
 	}
 	defer target.Close(context.WithoutCancel(ctx))
 	return cdc.SetTargetGuard(ctx, target, on)
-}
-
-func parseSizes(opts *datacopy.Options, splitLargerThan, maxRate string) error {
-	var err error
-	if opts.SplitLargerThan, err = config.ParseBytes(splitLargerThan); err != nil {
-		return &usageError{fmt.Errorf("--split-larger-than: %w", err)}
-	}
-	if opts.MaxRate, err = config.ParseBytes(maxRate); err != nil {
-		return &usageError{fmt.Errorf("--max-copy-rate: %w", err)}
-	}
-	return nil
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -184,14 +173,6 @@ func writeFullLoadResult(w io.Writer, r *datacopy.FullLoadResult) error {
 		return err
 	}
 	return writeSchemaResult(w, r.Schema)
-}
-
-// mergeTables takes the flags' table patterns, or the config file's when no flag sets any.
-func mergeTables(flags, fromConfig config.TableFilter) config.TableFilter {
-	if len(flags.Include) > 0 || len(flags.Exclude) > 0 {
-		return flags
-	}
-	return fromConfig
 }
 
 func writeSchemaResult(w io.Writer, r *schema.Result) error {

@@ -85,9 +85,10 @@ func (c *cli) connectReadOnly(ctx context.Context, side pg.Side, connString stri
 }
 
 // addTableFlags adds --include and --exclude, the table selection every stage shares.
-func (c *cli) addTableFlags(cmd *cobra.Command, include, exclude *[]string) {
-	cmd.Flags().StringArrayVar(include, "include", nil, "only tables matching this glob on schema.table (repeatable; default all)")
-	cmd.Flags().StringArrayVar(exclude, "exclude", nil, "leave out tables matching this glob on schema.table (repeatable)")
+// Patterns given there replace the config file's (config.Resolve).
+func (c *cli) addTableFlags(cmd *cobra.Command) {
+	cmd.Flags().StringArrayVar(&c.flags.Tables.Include, "include", nil, "only tables matching this glob on schema.table (repeatable; default all)")
+	cmd.Flags().StringArrayVar(&c.flags.Tables.Exclude, "exclude", nil, "leave out tables matching this glob on schema.table (repeatable)")
 }
 
 func newRootCommand(c *cli) *cobra.Command {

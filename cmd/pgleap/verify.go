@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +18,6 @@ func init() { commands = append(commands, newVerifyCommand) }
 
 func newVerifyCommand(c *cli) *cobra.Command {
 	var schemaOnly bool
-	var tables config.TableFilter
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Prove that the target holds what the source holds",
@@ -51,7 +49,7 @@ Exit status: 0 identical, 1 different, 2 could not run.`,
 			}
 			defer target.Close(ctx)
 
-			selection := mergeTables(tables, resolved.Tables)
+			selection := resolved.Tables
 			var skipped []state.SkippedObject
 			if exists, err := state.Exists(ctx, target); err != nil {
 				return err
@@ -72,9 +70,7 @@ Exit status: 0 identical, 1 different, 2 could not run.`,
 				return err
 			}
 			if c.json {
-				enc := json.NewEncoder(c.stdout)
-				enc.SetIndent("", "  ")
-				err = enc.Encode(report)
+				err = writeJSON(c.stdout, report)
 			} else {
 				err = writeSchemaReport(c.stdout, report)
 			}
@@ -88,7 +84,7 @@ Exit status: 0 identical, 1 different, 2 could not run.`,
 		},
 	}
 	cmd.Flags().BoolVar(&schemaOnly, "schema", false, "compare objects, not rows")
-	c.addTableFlags(cmd, &tables.Include, &tables.Exclude)
+	c.addTableFlags(cmd)
 	return cmd
 }
 
