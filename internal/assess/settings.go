@@ -37,9 +37,7 @@ var settingsThatDiffer = map[string]bool{
 	"ssl_key_file": true, "ssl_ca_file": true, "ssl_crl_file": true, "ssl_crl_dir": true,
 	"log_directory": true, "primary_conninfo": true, "primary_slot_name": true, "restore_command": true,
 	"wal_level": true, "shared_preload_libraries": true, "lc_messages": true, "lc_monetary": true,
-	"lc_numeric": true, "lc_time": true, "application_name": true, "default_transaction_read_only": true,
-	"TimeZone": true, "DateStyle": true, "IntervalStyle": true, "extra_float_digits": true,
-	"bytea_output": true, "max_stack_depth": true,
+	"lc_numeric": true, "lc_time": true, "application_name": true, "max_stack_depth": true,
 }
 
 // renamedSettings says where a setting that a newer major dropped went.
@@ -105,7 +103,10 @@ func judgeSettingsDrift(target Server, targetDB string, f settingsFacts) []Findi
 		onTarget[s.Name] = s
 	}
 	for _, s := range f.Source {
-		if settingsThatDiffer[s.Name] {
+		// pgleap's own session settings are its connections', not the servers'.
+		_, sessionSetting := pg.SessionSettings[s.Name]
+		_, readOnlySetting := ReadOnlySettings[s.Name]
+		if settingsThatDiffer[s.Name] || sessionSetting || readOnlySetting {
 			continue
 		}
 		t, ok := onTarget[s.Name]

@@ -20,8 +20,6 @@ const (
 const (
 	IdentityDefault = "d"
 	IdentityNothing = "n"
-	IdentityFull    = "f"
-	IdentityIndex   = "i"
 )
 
 // Table is one user table of the source database.
@@ -30,10 +28,9 @@ type Table struct {
 	Schema, Name    string
 	Kind            string // KindTable, KindPartitioned or KindForeign
 	Unlogged        bool
-	ReplicaIdentity string // IdentityDefault, IdentityNothing, IdentityFull or IdentityIndex
+	ReplicaIdentity string // pg_class.relreplident: IdentityDefault, IdentityNothing, f(ull) or i(ndex)
 	Owner           string
 	PrimaryKey      string // constraint name, "" when the table has none
-	IdentityIndex   string // the index named by REPLICA IDENTITY USING INDEX
 	// CandidateKey is a unique, non-partial index on NOT NULL columns only, which could
 	// become the replica identity of a table without a primary key.
 	CandidateKey string
@@ -81,8 +78,6 @@ SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relpersistence = 'u', c.r
        pg_catalog.pg_get_userbyid(c.relowner),
        coalesce((SELECT con.conname FROM pg_catalog.pg_constraint con
                  WHERE con.conrelid = c.oid AND con.contype = 'p'), ''),
-       coalesce((SELECT ic.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
-                 WHERE i.indrelid = c.oid AND i.indisreplident), ''),
        coalesce((SELECT ic.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
                  WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid AND i.indimmediate
                    AND i.indpred IS NULL AND i.indexprs IS NULL
@@ -138,7 +133,7 @@ func Tables(ctx context.Context, conn *pgx.Conn) ([]Table, error) {
 		var t Table
 		var parent []string
 		err := row.Scan(&t.OID, &t.Schema, &t.Name, &t.Kind, &t.Unlogged, &t.ReplicaIdentity, &t.Owner,
-			&t.PrimaryKey, &t.IdentityIndex, &t.CandidateKey, &parent, &t.IntegerKey,
+			&t.PrimaryKey, &t.CandidateKey, &parent, &t.IntegerKey,
 			&t.Bytes, &t.DataBytes, &t.ToastBytes, &t.RowEstimate, &t.CanSelect, &t.OwnedByCaller)
 		t.PartitionOf = qualify(parent)
 		return t, err
