@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,6 +56,7 @@ type config struct {
 	steady, wait             time.Duration
 	rate                     int
 	pgleapBin                string
+	profileDir               string
 }
 
 func main() {
@@ -70,6 +72,7 @@ func main() {
 	fs.IntVar(&cfg.rate, "rate", 0, "pgbench transactions per second in the steady run (0: half the rate pgbench reached writing the backlog)")
 	fs.DurationVar(&cfg.wait, "wait", 10*time.Minute, "give up on a follower that has not caught up after this long")
 	fs.StringVar(&cfg.pgleapBin, "pgleap", "", "pgleap binary (default: build ./cmd/pgleap into bin/pgleap)")
+	fs.StringVar(&cfg.profileDir, "profile", "", "write a CPU profile of each pgleap drain into this directory")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
@@ -104,6 +107,9 @@ type bench struct {
 
 type drain struct {
 	native, pgleap time.Duration
+	// CPU each drain took from the source's walsender, the target's applying backends and,
+	// for pgleap, its own process: where the time goes.
+	nativeCPU, pgleapCPU cpuUse
 }
 
 func (b *bench) run(ctx context.Context) (err error) {
@@ -199,7 +205,7 @@ func (b *bench) setUp(ctx context.Context) error {
 	}
 
 	b.log.Info("set up pgleap")
-	if err := b.startPgleap(ctx); err != nil {
+	if err := b.startPgleap(ctx, ""); err != nil {
 		return err
 	}
 	if err := b.waitUntil(ctx, "pgleap's copy", b.source, sourceDB,
@@ -246,19 +252,31 @@ func (b *bench) backlogRound(ctx context.Context, round int) (drain, error) {
 			return err
 		}
 		d.native = time.Since(start)
+		var err error
+		d.nativeCPU, err = b.cpuUse(ctx, "bench_sub", nativeDB,
+			"SELECT pid FROM pg_stat_subscription WHERE subname = 'bench_sub' AND pid IS NOT NULL", 0)
+		if err != nil {
+			return err
+		}
 		return b.disableNative(ctx)
 	}
 	drainPgleap := func() error {
 		b.log.Info("drain with pgleap", "round", round+1)
 		start := time.Now()
-		if err := b.startPgleap(ctx); err != nil {
+		if err := b.startPgleap(ctx, fmt.Sprintf("pgleap-drain-%d.pprof", round+1)); err != nil {
 			return err
 		}
 		if err := b.waitUntil(ctx, "pgleap", b.target, pgleapDB, markerSeen); err != nil {
 			return err
 		}
 		d.pgleap = time.Since(start)
-		err := b.stopPgleap()
+		var err error
+		d.pgleapCPU, err = b.cpuUse(ctx, "pgleap_stream", pgleapDB,
+			"SELECT pid FROM pg_stat_activity WHERE datname = 'pgleap' AND application_name = 'pgleap'", b.follower.Process.Pid)
+		if err != nil {
+			return err
+		}
+		err = b.stopPgleap()
 		b.log.Info("pgleap", "said", lastLine(b.followerOut.String()))
 		return err
 	}
@@ -304,7 +322,7 @@ type steadyResult struct {
 // steadyRun has pgleap follow pgbench running flat out, with a probe every 100 ms.
 func (b *bench) steadyRun(ctx context.Context) (*steadyResult, error) {
 	b.log.Info("steady state", "for", b.cfg.steady)
-	if err := b.startPgleap(ctx); err != nil {
+	if err := b.startPgleap(ctx, ""); err != nil {
 		return nil, err
 	}
 	if err := b.waitUntil(ctx, "pgleap to stream", b.source, sourceDB,
@@ -380,10 +398,15 @@ func (b *bench) report(drains []drain, steady *steadyResult, total time.Duration
 	fmt.Printf("\nChange streaming benchmark, PostgreSQL %d -> %d, finished in %s\n", b.cfg.sourceMajor, b.cfg.targetMajor, total.Round(time.Second))
 	fmt.Printf("source: pgbench scale %d; backlog: %d transactions from %d clients\n\n", b.cfg.scale, b.cfg.transactions, b.cfg.clients)
 	fmt.Println("backlog drain, seconds until the last transaction is applied:")
-	var native, leap []time.Duration
+	var native, leap, work []time.Duration
 	for i, d := range drains {
-		fmt.Printf("  round %d: native subscription %.2f, pgleap %.2f, ratio %.2f\n", i+1, d.native.Seconds(), d.pgleap.Seconds(), d.pgleap.Seconds()/d.native.Seconds())
+		fmt.Printf("  round %d: native subscription %.2f, pgleap %.2f, ratio %.2f\n",
+			i+1, d.native.Seconds(), d.pgleap.Seconds(), d.pgleap.Seconds()/d.native.Seconds())
+		fmt.Printf("    CPU seconds: native: walsender %.2f, apply worker %.2f; pgleap: walsender %.2f, target sessions %.2f, pgleap %.2f\n",
+			d.nativeCPU.walsender.Seconds(), d.nativeCPU.target.Seconds(),
+			d.pgleapCPU.walsender.Seconds(), d.pgleapCPU.target.Seconds(), d.pgleapCPU.follower.Seconds())
 		native, leap = append(native, d.native), append(leap, d.pgleap)
+		work = append(work, d.pgleapCPU.walsender+d.pgleapCPU.target+d.pgleapCPU.follower)
 	}
 	mn, ml := median(native), median(leap)
 	verdict := "goal met"
@@ -391,6 +414,12 @@ func (b *bench) report(drains []drain, steady *steadyResult, total time.Duration
 		verdict = "goal NOT met"
 	}
 	fmt.Printf("  median: native %.2f s, pgleap %.2f s: %.2f (goal: at most %.2f), %s\n", mn.Seconds(), ml.Seconds(), ml.Seconds()/mn.Seconds(), drainGoal, verdict)
+	// Everything runs on this machine: the CPU the drain needs, spread over every core,
+	// is a floor under its time that no overlap can beat.
+	cores := runtime.NumCPU()
+	floor := median(work) / time.Duration(cores)
+	fmt.Printf("  pgleap's drain takes %.2f CPU seconds (walsender, target sessions, pgleap): on %d cores no less than %.2f s, %.2f of native\n",
+		median(work).Seconds(), cores, floor.Seconds(), floor.Seconds()/mn.Seconds())
 	if steady != nil {
 		verdict = "goal met"
 		if steady.p99 >= lagGoal {
@@ -425,10 +454,14 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func (b *bench) startPgleap(ctx context.Context) error {
+// startPgleap starts pgleap migrate; profile, if not empty, names its CPU profile.
+func (b *bench) startPgleap(ctx context.Context, profile string) error {
 	b.followerOut.Reset()
-	b.follower = exec.CommandContext(ctx, b.pgleapBin, "migrate", "--jobs", "2",
-		"--source", b.source.ConnString(sourceDB), "--target", b.target.ConnString(pgleapDB))
+	args := []string{"migrate", "--jobs", "2", "--source", b.source.ConnString(sourceDB), "--target", b.target.ConnString(pgleapDB)}
+	if profile != "" && b.cfg.profileDir != "" {
+		args = append(args, "--cpu-profile", filepath.Join(b.cfg.profileDir, profile))
+	}
+	b.follower = exec.CommandContext(ctx, b.pgleapBin, args...)
 	b.follower.Stdout, b.follower.Stderr = &b.followerOut, &b.followerOut
 	if err := b.follower.Start(); err != nil {
 		return fmt.Errorf("start pgleap: %w", err)
@@ -478,6 +511,88 @@ func (b *bench) stopPgleap() error {
 		return fmt.Errorf("pgleap migrate: %w\n%s", err, b.followerOut.String())
 	}
 	return nil
+}
+
+// cpuUse is the CPU time, user and system, of the processes that drained a backlog, since
+// they started.
+type cpuUse struct {
+	walsender, target, follower time.Duration
+}
+
+// cpuUse reads the CPU time of the walsender serving applicationName, of the target
+// backends listed by targetPids in db, and of followerPid if not 0. The servers are this
+// machine's own, so /proc has them.
+func (b *bench) cpuUse(ctx context.Context, applicationName, db, targetPids string, followerPid int) (cpuUse, error) {
+	var u cpuUse
+	pidsOf := func(s *pgtest.Server, db, sql string, args ...any) ([]int, error) {
+		conn, err := pgx.Connect(ctx, s.ConnString(db))
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close(context.Background())
+		rows, _ := conn.Query(ctx, sql, args...)
+		return pgx.CollectRows(rows, pgx.RowTo[int])
+	}
+	sum := func(pids []int) (time.Duration, error) {
+		var total time.Duration
+		for _, pid := range pids {
+			t, err := processCPU(pid)
+			if err != nil {
+				return 0, err
+			}
+			total += t
+		}
+		return total, nil
+	}
+	walsenders, err := b.walsenderPids(ctx, applicationName)
+	if err != nil {
+		return u, fmt.Errorf("find the walsender: %w", err)
+	}
+	appliers, err := pidsOf(b.target, db, targetPids)
+	if err != nil {
+		return u, fmt.Errorf("find the target sessions: %w", err)
+	}
+	if u.walsender, err = sum(walsenders); err != nil {
+		return u, err
+	}
+	if u.target, err = sum(appliers); err != nil {
+		return u, err
+	}
+	if followerPid != 0 {
+		u.follower, err = processCPU(followerPid)
+	}
+	return u, err
+}
+
+func (b *bench) walsenderPids(ctx context.Context, applicationName string) ([]int, error) {
+	conn, err := pgx.Connect(ctx, b.source.ConnString(sourceDB))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	rows, _ := conn.Query(ctx, "SELECT pid FROM pg_stat_replication WHERE application_name = $1", applicationName)
+	return pgx.CollectRows(rows, pgx.RowTo[int])
+}
+
+// processCPU is the user and system time of a process of this machine.
+func processCPU(pid int) (time.Duration, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name, which is in parentheses and may hold spaces:
+	// state is the first, utime and stime the 12th and 13th.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("read /proc/%d/stat: too few fields", pid)
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("read /proc/%d/stat: %w", pid, err)
+	}
+	const ticksPerSecond = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
 }
 
 func (b *bench) disableNative(ctx context.Context) error {

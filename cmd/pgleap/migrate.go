@@ -114,7 +114,7 @@ streaming from the last change the target committed.`,
 						Stream cdc.Stats
 					}{result, stats})
 				}
-				_, err = fmt.Fprintf(c.stdout, "stopped streaming: %d transactions (%d changes) applied in %d target transactions (%s waiting on the target), %d reconnections\n",
+				_, err = fmt.Fprintf(c.stdout, "stopped streaming: %d transactions (%d changes) applied in %d target transactions (%s of target work), %d reconnections\n",
 					stats.Transactions, stats.Changes, stats.Groups, stats.TargetTime.Round(time.Millisecond), stats.Reconnects)
 				return err
 			}

@@ -71,6 +71,14 @@ type applier struct {
 	applied, recorded pglogrepl.LSN
 	cur               *Begin // the source transaction being applied
 	net               map[string]*netTable
+	// inflight is the closed group the target is committing while the next one is read;
+	// inflightIdleEnd a keepalive's position received meanwhile with nothing else open,
+	// applied once inflight commits; handedEnd the last position handed to the target.
+	inflight                   *groupCommit
+	inflightIdleEnd, handedEnd pglogrepl.LSN
+	// now is the stream's clock, read once per message: reading it for every transaction
+	// showed in profiles.
+	now time.Time
 	// orderedUntil: source transactions committed up to here are applied change by change,
 	// after their net changes met a unique constraint.
 	orderedUntil pglogrepl.LSN
@@ -80,7 +88,8 @@ type applier struct {
 // ApplyStats count what the applier did.
 type ApplyStats struct {
 	Transactions, Changes, Skipped, Groups int64
-	// TargetTime is the time spent waiting for the target to execute and commit.
+	// TargetTime is the time the target spent executing and committing, most of it while
+	// the next group was being read.
 	TargetTime time.Duration
 }
 
@@ -122,7 +131,7 @@ func (p pendingStatement) String() string {
 
 func newApplier(conn *pgx.Conn, skip map[string]pglogrepl.LSN, applied, orderedUntil pglogrepl.LSN) *applier {
 	return &applier{conn: conn, skip: skip, tables: map[string]*targetTable{}, stmts: map[string]string{}, applied: applied, recorded: applied,
-		net: map[string]*netTable{}, orderedUntil: orderedUntil}
+		handedEnd: applied, net: map[string]*netTable{}, orderedUntil: orderedUntil}
 }
 
 // checkRelation compares a relation pgoutput describes with the target's table.
@@ -164,9 +173,13 @@ func (a *applier) table(ctx context.Context, rel *Relation) (*targetTable, error
 	if t, ok := a.tables[name]; ok {
 		return t, nil
 	}
+	conn, err := a.connection()
+	if err != nil {
+		return nil, err
+	}
 	t := &targetTable{types: map[string]string{}}
 	var kind string
-	err := a.conn.QueryRow(ctx, "SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = to_regclass($1)", name).Scan(&kind)
+	err = conn.QueryRow(ctx, "SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = to_regclass($1)", name).Scan(&kind)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, &SchemaMismatchError{Table: name, Differences: []string{"the table is on the source only"}}
 	}
@@ -174,7 +187,7 @@ func (a *applier) table(ctx context.Context, rel *Relation) (*targetTable, error
 		return nil, fmt.Errorf("read table %s on the target: %w", name, err)
 	}
 	t.partitioned = kind == "p"
-	rows, err := a.conn.Query(ctx, `SELECT attname, pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute
+	rows, err := conn.Query(ctx, `SELECT attname, pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute
 		WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped AND attgenerated = ''`, name)
 	if err != nil {
 		return nil, fmt.Errorf("read columns of %s on the target: %w", name, err)
@@ -191,21 +204,42 @@ func (a *applier) table(ctx context.Context, rel *Relation) (*targetTable, error
 // anew (its columns may have changed).
 func (a *applier) forget(rel *Relation) { delete(a.tables, rel.QualifiedName()) }
 
-// begin starts a source transaction, and a target transaction when none is open.
-func (a *applier) begin(ctx context.Context, b Begin) error {
+// begin starts a source transaction, and a group when none is open. The group's target
+// transaction begins when its first statement must go out, which for net changes is when
+// the group closes.
+func (a *applier) begin(b Begin) error {
 	if a.cur != nil {
 		return fmt.Errorf("transaction %d begins while transaction %d is half applied: the stream is out of order", b.Xid, a.cur.Xid)
 	}
 	if !a.group.open {
-		tx, err := a.conn.Begin(ctx)
-		if err != nil {
-			return fmt.Errorf("begin a target transaction: %w", err)
-		}
-		a.tx = tx
-		a.group = groupStats{open: true, started: time.Now()}
+		a.group = groupStats{open: true, started: a.now}
 	}
 	a.cur = &b
 	return nil
+}
+
+// connection waits for the group the target is committing, then hands out the target
+// connection: it serves one group at a time.
+func (a *applier) connection() (*pgx.Conn, error) {
+	if err := a.settle(); err != nil {
+		return nil, err
+	}
+	return a.conn, nil
+}
+
+// txn returns the open group's target transaction, beginning it if needed.
+func (a *applier) txn(ctx context.Context) (pgx.Tx, error) {
+	if a.tx != nil {
+		return a.tx, nil
+	}
+	conn, err := a.connection()
+	if err != nil {
+		return nil, err
+	}
+	if a.tx, err = conn.Begin(ctx); err != nil {
+		return nil, fmt.Errorf("begin a target transaction: %w", err)
+	}
+	return a.tx, nil
 }
 
 // apply queues one change of the current source transaction.
@@ -287,7 +321,11 @@ func (a *applier) truncate(ctx context.Context, c *Change) error {
 	if err := a.flushBatch(ctx); err != nil {
 		return err
 	}
-	if _, err := a.tx.Exec(ctx, sql); err != nil {
+	tx, err := a.txn(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, sql); err != nil {
 		return fmt.Errorf("apply truncate of %s: %w", strings.Join(names, ", "), err)
 	}
 	a.group.changes++
@@ -305,7 +343,11 @@ func (a *applier) queue(ctx context.Context, sql string, params [][]byte, what p
 		if err := a.flushBatch(ctx); err != nil {
 			return err
 		}
-		if _, err := a.conn.PgConn().Prepare(ctx, name, sql, nil); err != nil {
+		conn, err := a.connection()
+		if err != nil {
+			return err
+		}
+		if _, err := conn.PgConn().Prepare(ctx, name, sql, nil); err != nil {
 			return fmt.Errorf("prepare %s of %s: %w", what.change.Kind, what.change.Rel.QualifiedName(), err)
 		}
 		a.stmts[sql] = name
@@ -325,16 +367,60 @@ func (a *applier) flushBatch(ctx context.Context) error {
 	}
 	queued := a.batch
 	a.batch = pendingBatch{}
+	return a.runNow(ctx, []step{{batch: &queued}})
+}
+
+// runNow executes steps in the open group's target transaction and waits for them.
+func (a *applier) runNow(ctx context.Context, steps []step) error {
+	if len(steps) == 0 {
+		return nil
+	}
+	if _, err := a.txn(ctx); err != nil {
+		return err
+	}
+	until := a.group.end
+	if a.cur != nil {
+		until = max(until, a.cur.CommitLSN)
+	}
 	start := time.Now()
-	results, err := a.conn.PgConn().ExecBatch(ctx, &queued.batch).ReadAll()
-	a.Stats.TargetTime += time.Since(start)
+	defer func() { a.Stats.TargetTime += time.Since(start) }()
+	for _, s := range steps {
+		if err := s.run(ctx, a.conn, until); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// A step is one round trip of a group's work on the target: a batch of statements, or a
+// COPY of new rows.
+type step struct {
+	batch *pendingBatch
+	copy  *copyRows
+	label string // what the COPY writes
+}
+
+// run executes the step and checks its effect. until is the last source commit the
+// statements may hold: where an ordered apply must reach if net changes conflict.
+func (s step) run(ctx context.Context, conn *pgx.Conn, until pglogrepl.LSN) error {
+	if s.copy != nil {
+		tag, err := conn.PgConn().CopyFrom(ctx, &s.copy.data, s.copy.sql)
+		if err != nil {
+			return applyError(pendingStatement{label: s.label}, err, until)
+		}
+		if tag.RowsAffected() != s.copy.rows {
+			return fmt.Errorf("apply %s: %d written", s.label, tag.RowsAffected())
+		}
+		return nil
+	}
+	results, err := conn.PgConn().ExecBatch(ctx, &s.batch.batch).ReadAll()
 	for i, r := range results {
-		if i >= len(queued.what) {
+		if i >= len(s.batch.what) {
 			break
 		}
-		what := queued.what[i]
+		what := s.batch.what[i]
 		if r.Err != nil {
-			return a.applyError(what, r.Err)
+			return applyError(what, r.Err, until)
 		}
 		if want := what.wantRows; want >= 0 && r.CommandTag.RowsAffected() != want {
 			return fmt.Errorf("apply %s: %d of %d rows found: %w: the target has diverged from the source; compare them with pgleap verify",
@@ -342,24 +428,20 @@ func (a *applier) flushBatch(ctx context.Context) error {
 		}
 	}
 	if err != nil {
-		for _, what := range queued.what {
+		for _, what := range s.batch.what {
 			if what.change == nil && isUniqueViolation(err) {
-				return a.applyError(what, err) // the batch held net changes: they are the suspects
+				return applyError(what, err, until) // the batch held net changes: they are the suspects
 			}
 		}
-		return fmt.Errorf("apply changes of %d statements: %w", len(queued.what), err)
+		return fmt.Errorf("apply changes of %d statements: %w", len(s.batch.what), err)
 	}
 	return nil
 }
 
-// applyError wraps a statement's error; a unique violation by net changes means the group
-// must be applied again in order.
-func (a *applier) applyError(what pendingStatement, err error) error {
+// applyError wraps a statement's error; a unique violation by net changes means the source
+// transactions up to until must be applied again in order.
+func applyError(what pendingStatement, err error, until pglogrepl.LSN) error {
 	if what.change == nil && isUniqueViolation(err) {
-		until := a.group.end
-		if a.cur != nil {
-			until = max(until, a.cur.CommitLSN)
-		}
 		return &errCompactionConflict{until: until, err: err}
 	}
 	return fmt.Errorf("apply %s: %w", what, err)
@@ -375,45 +457,136 @@ func (a *applier) commit(ctx context.Context, c Commit) error {
 	a.group.end, a.group.commitTime = c.EndLSN, c.CommitTime
 	a.group.transactions++
 	a.Stats.Transactions++
-	if a.group.changes >= maxGroupChanges || time.Since(a.group.started) >= maxGroupAge {
+	if a.group.changes >= maxGroupChanges || a.now.Sub(a.group.started) >= maxGroupAge {
 		return a.commitGroup(ctx)
 	}
 	return nil
 }
 
-// commitGroup commits the open target transaction with the position of its last source
-// commit; it does nothing when none is open or a source transaction is half applied.
+// commitGroup hands the open group to the target to commit, with the position of its last
+// source commit, and returns without waiting: the next group is read while the target
+// works. It does nothing when no group is open or a source transaction is half applied.
 func (a *applier) commitGroup(ctx context.Context) error {
 	if !a.group.open || a.cur != nil {
 		return nil
 	}
-	if err := a.flushAllNet(ctx); err != nil {
-		return err
+	var steps []step
+	for _, name := range slices.Sorted(maps.Keys(a.net)) {
+		tableSteps, err := a.netSteps(ctx, name)
+		if err != nil {
+			return err
+		}
+		steps = append(steps, tableSteps...)
 	}
-	if err := a.flushBatch(ctx); err != nil {
+	if len(a.batch.what) > 0 {
+		queued := a.batch
+		a.batch = pendingBatch{}
+		steps = append(steps, step{batch: &queued})
+	}
+	// One group at a time, so that the target commits in the source's order.
+	if err := a.settle(); err != nil {
 		return err
 	}
 	end := max(a.group.end, a.group.idleEnd)
-	if end > a.recorded {
-		if err := state.RecordApplied(ctx, a.tx, end, a.group.commitTime, int64(a.group.transactions), int64(a.group.changes)); err != nil {
+	g := &groupCommit{steps: steps, tx: a.tx, end: end, record: end > a.handedEnd, commitTime: a.group.commitTime,
+		transactions: a.group.transactions, changes: a.group.changes, done: make(chan struct{})}
+	a.handedEnd = max(a.handedEnd, end)
+	a.inflight, a.inflightIdleEnd = g, 0
+	a.group, a.tx = groupStats{}, nil
+	go g.run(ctx, a.conn)
+	return nil
+}
+
+// groupCommit is a closed group on its way to the target.
+type groupCommit struct {
+	steps                 []step
+	tx                    pgx.Tx // begun already when statements went out before the group closed
+	end                   pglogrepl.LSN
+	record                bool
+	commitTime            time.Time
+	transactions, changes int
+
+	done chan struct{} // closed when it has committed or failed
+	err  error
+	took time.Duration
+}
+
+func (g *groupCommit) run(ctx context.Context, conn *pgx.Conn) {
+	defer close(g.done)
+	start := time.Now()
+	g.err = g.commit(ctx, conn)
+	g.took = time.Since(start)
+}
+
+func (g *groupCommit) commit(ctx context.Context, conn *pgx.Conn) (err error) {
+	tx := g.tx
+	if tx == nil {
+		if tx, err = conn.Begin(ctx); err != nil {
+			return fmt.Errorf("begin a target transaction: %w", err)
+		}
+	}
+	defer func() {
+		if err != nil {
+			// A target that stops answering must not hold the stream's end forever.
+			rollbackCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			tx.Rollback(rollbackCtx)
+		}
+	}()
+	for _, s := range g.steps {
+		if err := s.run(ctx, conn, g.end); err != nil {
 			return err
 		}
 	}
-	start := time.Now()
-	if err := a.tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit applied changes up to %s on the target: %w", end, err)
+	if g.record {
+		if err := state.RecordApplied(ctx, tx, g.end, g.commitTime, int64(g.transactions), int64(g.changes)); err != nil {
+			return err
+		}
 	}
-	a.Stats.TargetTime += time.Since(start)
-	a.applied, a.recorded = max(a.applied, end), max(a.recorded, end)
-	a.group = groupStats{}
-	a.tx = nil
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit applied changes up to %s on the target: %w", g.end, err)
+	}
+	return nil
+}
+
+// settle waits for the group the target is committing, if any, and takes in its outcome.
+func (a *applier) settle() error {
+	if a.inflight == nil {
+		return nil
+	}
+	<-a.inflight.done
+	return a.reap()
+}
+
+// reap takes in the outcome of the group the target was committing, if it is done: the
+// position it recorded is applied, and may be told to the source.
+func (a *applier) reap() error {
+	g := a.inflight
+	if g == nil {
+		return nil
+	}
+	select {
+	case <-g.done:
+	default:
+		return nil
+	}
+	a.inflight = nil
+	a.Stats.TargetTime += g.took
+	if g.err != nil {
+		return g.err
+	}
+	a.applied = max(a.applied, g.end, a.inflightIdleEnd)
+	if g.record {
+		a.recorded = max(a.recorded, g.end)
+	}
 	a.Stats.Groups++
 	return nil
 }
 
-// rollback abandons the open target transaction: the next run starts from the recorded
-// position again.
+// rollback abandons the open target transaction, after the group the target is committing
+// has finished: the next run starts from the recorded position again.
 func (a *applier) rollback(ctx context.Context) {
+	a.settle()
 	if a.tx != nil {
 		a.tx.Rollback(ctx)
 	}
@@ -548,17 +721,28 @@ func (a *applier) flushAllNet(ctx context.Context) error {
 // flushNet writes one table's pending net changes: deletes, then updates (queued with the
 // other statements), then new rows with COPY.
 func (a *applier) flushNet(ctx context.Context, name string) error {
+	steps, err := a.netSteps(ctx, name)
+	if err != nil {
+		return err
+	}
+	return a.runNow(ctx, steps)
+}
+
+// netSteps turns one table's pending net changes into statements: its deletes and updates
+// join the queued batch; when it has new rows, the batch so far and a COPY of them are
+// returned as the steps that must go out, in that order.
+func (a *applier) netSteps(ctx context.Context, name string) ([]step, error) {
 	t := a.net[name]
 	if t == nil || len(t.keys) == 0 && len(t.appended) == 0 {
-		return nil
+		return nil, nil
 	}
 	target, err := a.table(ctx, t.rel)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	stmts, err := t.statements(target.types)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, group := range [][]statement{stmts.deletes, stmts.updates} {
 		for _, st := range group {
@@ -567,19 +751,13 @@ func (a *applier) flushNet(ctx context.Context, name string) error {
 		}
 	}
 	if stmts.inserts == nil {
-		return nil
+		return nil, nil
 	}
-	if err := a.flushBatch(ctx); err != nil {
-		return err
+	var steps []step
+	if len(a.batch.what) > 0 {
+		queued := a.batch
+		a.batch = pendingBatch{}
+		steps = append(steps, step{batch: &queued})
 	}
-	start := time.Now()
-	tag, err := a.conn.PgConn().CopyFrom(ctx, &stmts.inserts.data, stmts.inserts.sql)
-	a.Stats.TargetTime += time.Since(start)
-	if err != nil {
-		return a.applyError(pendingStatement{label: fmt.Sprintf("%d new rows of %s", stmts.inserts.rows, name)}, err)
-	}
-	if tag.RowsAffected() != stmts.inserts.rows {
-		return fmt.Errorf("apply %d new rows of %s: %d written", stmts.inserts.rows, name, tag.RowsAffected())
-	}
-	return nil
+	return append(steps, step{copy: stmts.inserts, label: fmt.Sprintf("%d new rows of %s", stmts.inserts.rows, name)}), nil
 }

@@ -144,6 +144,10 @@ func (s *session) stats() ApplyStats {
 
 func (s *session) run(ctx context.Context) error {
 	err := s.stream(ctx)
+	if s.applier != nil {
+		// The group the target is committing has the target connection until it is done.
+		err = errors.Join(err, s.applier.settle())
+	}
 	s.lost = s.connectionLost() // before close, which closes them all
 	s.close()
 	return err
@@ -249,16 +253,24 @@ func (s *session) loop(ctx context.Context) error {
 	stopWatching := context.AfterFunc(ctx, func() { s.repl.Conn().SetReadDeadline(time.Now()) })
 	defer stopWatching()
 	defer s.repl.Conn().SetReadDeadline(time.Time{})
+	gather := newGathering(s.repl.Conn())
 	var readDeadline time.Time
+	now := time.Now()
 	for {
 		deadline := s.nextStatus
 		if due, ok := s.applier.groupDue(); ok && due.Before(deadline) {
 			deadline = due
 		}
+		// While gathering a batch, or while a closed group commits and the next waits for
+		// it, come back soon: to take what there is, or to hand the next group over.
+		waiting := s.applier.group.open && s.applier.inflight != nil
+		if (gather.on || waiting) && now.Add(gatherWait).Before(deadline) {
+			deadline = now.Add(gatherWait)
+		}
 		// A deadline already past would make ReceiveMessage return at once without reading:
 		// do what is due first.
-		if !time.Now().Before(deadline) {
-			deadline = time.Now().Add(time.Millisecond)
+		if !now.Before(deadline) {
+			deadline = now.Add(time.Millisecond)
 		}
 		if !deadline.Equal(readDeadline) && ctx.Err() == nil {
 			if err := s.repl.Conn().SetReadDeadline(deadline); err != nil {
@@ -267,20 +279,37 @@ func (s *session) loop(ctx context.Context) error {
 			readDeadline = deadline
 		}
 		raw, err := s.repl.ReceiveMessage(context.Background())
+		now = time.Now()
+		s.applier.now = now
 		if err != nil && ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if err != nil && pgconn.Timeout(err) && ctx.Err() == nil {
-			if err := s.applier.commitGroup(ctx); err != nil {
+			// Less than a batch has come: take what there is, one message at a time.
+			if err := gather.set(false); err != nil {
 				return err
 			}
-			if err := s.statusIfDue(ctx); err != nil {
+			// The stream has paused: the open group goes to the target now rather than
+			// when it is due, unless the target is still busy with the one before, in
+			// which case this one grows until it is not.
+			if err := s.applier.reap(); err != nil {
+				return err
+			}
+			if due, ok := s.applier.groupDue(); ok && (s.applier.inflight == nil || !now.Before(due)) {
+				if err := s.applier.commitGroup(ctx); err != nil {
+					return err
+				}
+			}
+			if err := s.statusIfDue(ctx, now); err != nil {
 				return err
 			}
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("receive from the source: %w", err)
+		}
+		if err := gather.set(true); err != nil {
+			return err
 		}
 		switch msg := raw.(type) {
 		case *pgproto3.ErrorResponse:
@@ -292,7 +321,7 @@ func (s *session) loop(ctx context.Context) error {
 		default:
 			return fmt.Errorf("stream from the source: unexpected message %T", raw)
 		}
-		if err := s.statusIfDue(ctx); err != nil {
+		if err := s.statusIfDue(ctx, now); err != nil {
 			return err
 		}
 	}
@@ -301,11 +330,14 @@ func (s *session) loop(ctx context.Context) error {
 // statusIfDue sends the source a status when one is due, moved or not: a walsender that
 // hears nothing for wal_sender_timeout ends the connection, which a long transaction being
 // applied must not cause.
-func (s *session) statusIfDue(ctx context.Context) error {
-	if time.Now().Before(s.nextStatus) {
+func (s *session) statusIfDue(ctx context.Context, now time.Time) error {
+	if err := s.applier.reap(); err != nil {
+		return err
+	}
+	if now.Before(s.nextStatus) {
 		return nil
 	}
-	idle := s.applier.cur == nil && !s.applier.group.open
+	idle := s.applier.cur == nil && !s.applier.group.open && s.applier.inflight == nil
 	if err := s.persistIdle(ctx); err != nil {
 		return err
 	}
@@ -382,14 +414,14 @@ func (s *session) streamControl(ctx context.Context, walData []byte) error {
 	case *pglogrepl.StreamAbortMessageV2:
 		s.spill.abort(m.Xid, m.SubXid)
 	case *pglogrepl.StreamCommitMessageV2:
-		if err := s.applier.begin(ctx, Begin{Xid: m.Xid, CommitLSN: m.CommitLSN, CommitTime: m.CommitTime}); err != nil {
+		if err := s.applier.begin(Begin{Xid: m.Xid, CommitLSN: m.CommitLSN, CommitTime: m.CommitTime}); err != nil {
 			return err
 		}
 		err := s.spill.replay(m.Xid, func(msg []byte) error {
 			if err := s.applyMessage(ctx, msg); err != nil {
 				return err
 			}
-			return s.statusIfDue(ctx)
+			return s.statusIfDue(ctx, time.Now())
 		})
 		if err != nil {
 			return err
@@ -419,7 +451,7 @@ func (s *session) applyMessage(ctx context.Context, walData []byte) error {
 		}
 		return s.applier.checkRelation(ctx, m, types)
 	case Begin:
-		return s.applier.begin(ctx, m)
+		return s.applier.begin(m)
 	case Change:
 		return s.applier.apply(ctx, &m)
 	case Commit:
@@ -432,18 +464,21 @@ func (s *session) applyMessage(ctx context.Context, walData []byte) error {
 }
 
 // advanceIdle moves the applied position to a keepalive's WAL position when everything
-// received is applied or in the open group and no transaction is half received: the WAL
-// before that position holds nothing more to apply (transactions of other databases or of
-// unpublished tables). Nothing is written for it now: the open group records it when it
-// commits, and an idle stream records it when its status is due (persistIdle). Reporting it
-// to the source before it is recorded is safe: a restart from the older recorded position
-// finds nothing to apply in between.
+// received is applied, committing or in the open group and no transaction is half
+// received: the WAL before that position holds nothing more to apply (transactions of
+// other databases or of unpublished tables). Nothing is written for it now: the open group
+// records it when it commits, a committing group's position is moved to it once the group
+// has committed, and an idle stream records it when its status is due (persistIdle).
+// Reporting it to the source before it is recorded is safe: a restart from the older
+// recorded position finds nothing to apply in between.
 func (s *session) advanceIdle(walEnd pglogrepl.LSN) {
 	a := s.applier
 	switch {
 	case a.cur != nil || walEnd <= a.applied:
 	case a.group.open:
 		a.group.idleEnd = max(a.group.idleEnd, walEnd)
+	case a.inflight != nil:
+		a.inflightIdleEnd = max(a.inflightIdleEnd, walEnd)
 	default:
 		a.applied = walEnd
 	}
@@ -452,7 +487,7 @@ func (s *session) advanceIdle(walEnd pglogrepl.LSN) {
 // persistIdle records a position advanced while idle, at most once per status.
 func (s *session) persistIdle(ctx context.Context) error {
 	a := s.applier
-	if a.group.open || a.cur != nil || a.applied <= a.recorded {
+	if a.group.open || a.cur != nil || a.inflight != nil || a.applied <= a.recorded {
 		return nil
 	}
 	err := pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error { return state.RecordApplied(ctx, tx, a.applied, time.Time{}, 0, 0) })
