@@ -38,7 +38,7 @@ import (
 
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/pgtest"
-	"github.com/pgleap/pgleap/internal/verify"
+	"github.com/pgleap/pgleap/internal/pgtest/datatest"
 )
 
 const (
@@ -661,13 +661,13 @@ func (b *bench) queryRow(ctx context.Context, s *pgtest.Server, db, sql string, 
 	return conn.QueryRow(ctx, sql).Scan(dest...)
 }
 
-func (b *bench) digests(ctx context.Context, s *pgtest.Server, db string) (map[string]verify.TableDigest, error) {
+func (b *bench) digests(ctx context.Context, s *pgtest.Server, db string) (map[string]datatest.TableDigest, error) {
 	conn, err := pg.Connect(ctx, pg.Source, s.ConnString(db))
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	all, err := verify.DigestTables(ctx, conn)
+	all, err := datatest.DigestTables(ctx, conn)
 	if err != nil {
 		return nil, err
 	}

@@ -47,6 +47,7 @@ var connectingCommands = [][]string{
 	{"migrate", "--no-follow"},
 	{"migrate"},
 	{"verify", "--schema"},
+	{"verify"},
 	{"cleanup"},
 	{"status"},
 }

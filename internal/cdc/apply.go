@@ -76,6 +76,9 @@ type applier struct {
 	// applied once inflight commits; handedEnd the last position handed to the target.
 	inflight                   *groupCommit
 	inflightIdleEnd, handedEnd pglogrepl.LSN
+	// lastCommitLSN is the commit position of the last source transaction taken in (or,
+	// before the first, the recorded position: every transaction applied committed before it).
+	lastCommitLSN pglogrepl.LSN
 	// now is the stream's clock, read once per message: reading it for every transaction
 	// showed in profiles.
 	now time.Time
@@ -131,7 +134,7 @@ func (p pendingStatement) String() string {
 
 func newApplier(conn *pgx.Conn, skip map[string]pglogrepl.LSN, applied, orderedUntil pglogrepl.LSN) *applier {
 	return &applier{conn: conn, skip: skip, tables: map[string]*targetTable{}, stmts: map[string]string{}, applied: applied, recorded: applied,
-		handedEnd: applied, net: map[string]*netTable{}, orderedUntil: orderedUntil}
+		handedEnd: applied, lastCommitLSN: applied, net: map[string]*netTable{}, orderedUntil: orderedUntil}
 }
 
 // checkRelation compares a relation pgoutput describes with the target's table.
@@ -454,6 +457,7 @@ func (a *applier) commit(ctx context.Context, c Commit) error {
 		return errors.New("commit outside a transaction: the stream is out of order")
 	}
 	a.cur = nil
+	a.lastCommitLSN = max(a.lastCommitLSN, c.CommitLSN)
 	a.group.end, a.group.commitTime = c.EndLSN, c.CommitTime
 	a.group.transactions++
 	a.Stats.Transactions++

@@ -127,6 +127,9 @@ type session struct {
 	streamXid  uint32
 	lost       bool      // a connection broke
 	nextStatus time.Time // when the source is next told where the target stands
+	// hold is where a verification asked the apply to stop (see hold.go).
+	hold         pendingHold
+	nextHoldPoll time.Time
 }
 
 // connectionLost reports whether a connection of the session broke, whatever error the
@@ -303,6 +306,9 @@ func (s *session) loop(ctx context.Context) error {
 			if err := s.statusIfDue(ctx, now); err != nil {
 				return err
 			}
+			if err := s.pollHold(ctx, now); err != nil {
+				return err
+			}
 			continue
 		}
 		if err != nil {
@@ -322,6 +328,9 @@ func (s *session) loop(ctx context.Context) error {
 			return fmt.Errorf("stream from the source: unexpected message %T", raw)
 		}
 		if err := s.statusIfDue(ctx, now); err != nil {
+			return err
+		}
+		if err := s.pollHold(ctx, now); err != nil {
 			return err
 		}
 	}
@@ -359,6 +368,9 @@ func (s *session) handle(ctx context.Context, data []byte) error {
 			return fmt.Errorf("parse keepalive: %w", err)
 		}
 		s.advanceIdle(ka.ServerWALEnd)
+		if err := s.holdIfIdleAt(ctx); err != nil {
+			return err
+		}
 		if ka.ReplyRequested {
 			return s.sendStatus(ctx, false)
 		}
@@ -414,6 +426,9 @@ func (s *session) streamControl(ctx context.Context, walData []byte) error {
 	case *pglogrepl.StreamAbortMessageV2:
 		s.spill.abort(m.Xid, m.SubXid)
 	case *pglogrepl.StreamCommitMessageV2:
+		if err := s.holdBefore(ctx, m.CommitLSN); err != nil {
+			return err
+		}
 		if err := s.applier.begin(Begin{Xid: m.Xid, CommitLSN: m.CommitLSN, CommitTime: m.CommitTime}); err != nil {
 			return err
 		}
@@ -451,6 +466,9 @@ func (s *session) applyMessage(ctx context.Context, walData []byte) error {
 		}
 		return s.applier.checkRelation(ctx, m, types)
 	case Begin:
+		if err := s.holdBefore(ctx, m.CommitLSN); err != nil {
+			return err
+		}
 		return s.applier.begin(m)
 	case Change:
 		return s.applier.apply(ctx, &m)

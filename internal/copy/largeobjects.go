@@ -22,7 +22,7 @@ type largeObject struct {
 // copyLargeObjects copies every large object with its OID, owner and grants, at the
 // snapshot, in one target transaction that also records the step: logical replication does
 // not carry large objects, so this copy is the only one.
-func copyLargeObjects(ctx context.Context, opts Options, snapshot *Snapshot) (int64, error) {
+func copyLargeObjects(ctx context.Context, opts Options, snapshot *pg.Snapshot) (int64, error) {
 	w, err := newWorker(ctx, opts, snapshot, nil)
 	if err != nil {
 		return 0, err

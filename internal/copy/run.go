@@ -151,7 +151,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	var snapshot *Snapshot
+	var snapshot *pg.Snapshot
 	if opts.Follow {
 		stream, created, err := prepareStream(ctx, opts, source, target, version.Major, items, selected)
 		if err != nil {
@@ -170,7 +170,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if snapshot == nil {
 		// Rows copied after the first snapshot (a resumed run) are read at a snapshot of
 		// their own, whose LSN they record as their sync LSN.
-		if snapshot, err = OpenSnapshot(ctx, opts.Source); err != nil {
+		if snapshot, err = pg.OpenSnapshot(ctx, opts.Source, "copy"); err != nil {
 			return nil, err
 		}
 		defer snapshot.Close()
@@ -376,12 +376,12 @@ func setAutovacuum(ctx context.Context, target *pgx.Conn, items []state.CopyItem
 // worker owns one source connection inside the snapshot and one target connection.
 type worker struct {
 	source, target *pgx.Conn
-	snapshot       *Snapshot
+	snapshot       *pg.Snapshot
 	limiter        *rate.Limiter
 	progress       Progress
 }
 
-func newWorker(ctx context.Context, opts Options, snapshot *Snapshot, limiter *rate.Limiter) (*worker, error) {
+func newWorker(ctx context.Context, opts Options, snapshot *pg.Snapshot, limiter *rate.Limiter) (*worker, error) {
 	sourceCfg, err := pg.ParseConfig(pg.Source, opts.Source)
 	if err != nil {
 		return nil, err

@@ -29,7 +29,7 @@ var ErrSlotLost = errors.New("the migration's replication slot is gone from the 
 // pgoutput reads it as of each change's LSN, so it must predate the slot's consistent point.
 // When the slot is created now, its exported snapshot is returned for the copy to read at;
 // on a rerun the slot exists and the snapshot is nil.
-func prepareStream(ctx context.Context, opts Options, source, target *pgx.Conn, sourceMajor int, items []state.CopyItem, selected []catalog.Table) (state.Replication, *Snapshot, error) {
+func prepareStream(ctx context.Context, opts Options, source, target *pgx.Conn, sourceMajor int, items []state.CopyItem, selected []catalog.Table) (state.Replication, *pg.Snapshot, error) {
 	r, ok, err := state.LoadReplication(ctx, target)
 	if err != nil {
 		return r, nil, err
@@ -71,7 +71,7 @@ func prepareStream(ctx context.Context, opts Options, source, target *pgx.Conn, 
 		r.Slot); err != nil {
 		return r, nil, fmt.Errorf("drop unrecorded replication slot %s on the source: %w: is another pgleap using it?", r.Slot, err)
 	}
-	snapshot, err := openSlotSnapshot(ctx, opts.Source, r.Slot, false)
+	snapshot, err := pg.OpenSlotSnapshot(ctx, opts.Source, r.Slot, false)
 	if err != nil {
 		return r, nil, err
 	}

@@ -39,6 +39,18 @@ type Status struct {
 	TransactionsPerSecond *float64      `json:"transactions_per_second"`
 	ChangesPerSecond      *float64      `json:"changes_per_second"`
 	Tables                []TableStatus `json:"tables"`
+	// LastVerification is the newest pgleap verify of the rows, if any.
+	LastVerification *VerificationStatus `json:"last_verification,omitempty"`
+}
+
+// VerificationStatus is the outcome of a pgleap verify.
+type VerificationStatus struct {
+	FinishedAt      time.Time `json:"finished_at"`
+	Equal           bool      `json:"equal"`
+	Tables          int       `json:"tables"`
+	DifferingTables int       `json:"differing_tables"`
+	RowsCompared    int64     `json:"rows_compared"`
+	SourceLSN       string    `json:"source_lsn,omitempty"`
 }
 
 // TableStatus is one table's copy.
@@ -77,6 +89,15 @@ func ReadStatus(ctx context.Context, target, source *pgx.Conn, sample time.Durat
 	}
 	if err := readTables(ctx, target, st); err != nil {
 		return nil, err
+	}
+	if v, ok, err := state.LastVerification(ctx, target); err != nil {
+		return nil, err
+	} else if ok {
+		st.LastVerification = &VerificationStatus{FinishedAt: v.FinishedAt, Equal: v.Equal, Tables: v.Tables,
+			DifferingTables: v.DifferingTables, RowsCompared: v.RowsCompared}
+		if v.SourceLSN != 0 {
+			st.LastVerification.SourceLSN = v.SourceLSN.String()
+		}
 	}
 	repl, streams, err := state.LoadReplication(ctx, target)
 	if err != nil || !streams || repl.StartLSN == 0 {
@@ -203,6 +224,13 @@ func WriteStatus(w io.Writer, st *Status) error {
 		} else {
 			b.WriteString("  target guard: off (other sessions may write to the target)\n")
 		}
+	}
+	if v := st.LastVerification; v != nil {
+		verdict := "source and target held the same data"
+		if !v.Equal {
+			verdict = fmt.Sprintf("the data differed in %d of %d tables", v.DifferingTables, v.Tables)
+		}
+		fmt.Fprintf(&b, "  last verification: %s, %s (%d rows compared)\n", v.FinishedAt.Format(time.RFC3339), verdict, v.RowsCompared)
 	}
 	counts := map[string]int{}
 	for _, t := range st.Tables {

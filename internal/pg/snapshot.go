@@ -1,4 +1,4 @@
-package copy
+package pg
 
 import (
 	"context"
@@ -8,8 +8,6 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/pgleap/pgleap/internal/pg"
 )
 
 // Snapshot is an exported snapshot of the source taken with a logical replication slot: the
@@ -22,22 +20,23 @@ type Snapshot struct {
 }
 
 // OpenSnapshot creates a temporary logical slot (pgoutput) on the source and exports its
-// snapshot. The slot lives as long as the snapshot: Close, a crash or a kill drops it.
-func OpenSnapshot(ctx context.Context, sourceConnString string) (*Snapshot, error) {
+// snapshot; purpose (copy, verify) names the slot. The slot lives as long as the snapshot:
+// Close, a crash or a kill drops it.
+func OpenSnapshot(ctx context.Context, sourceConnString, purpose string) (*Snapshot, error) {
 	suffix := make([]byte, 6)
 	if _, err := rand.Read(suffix); err != nil {
 		return nil, err
 	}
-	return openSlotSnapshot(ctx, sourceConnString, "pgleap_copy_"+hex.EncodeToString(suffix), true)
+	return OpenSlotSnapshot(ctx, sourceConnString, "pgleap_"+purpose+"_"+hex.EncodeToString(suffix), true)
 }
 
-// openSlotSnapshot creates slot (temporary or permanent) with an exported snapshot. A
+// OpenSlotSnapshot creates slot (temporary or permanent) with an exported snapshot. A
 // permanent slot outlives the Snapshot: it keeps the WAL from its consistent point on.
-func openSlotSnapshot(ctx context.Context, sourceConnString, slot string, temporary bool) (*Snapshot, error) {
-	if !validReplicationName(slot) {
+func OpenSlotSnapshot(ctx context.Context, sourceConnString, slot string, temporary bool) (*Snapshot, error) {
+	if !ValidReplicationName(slot) {
 		return nil, fmt.Errorf("replication slot name %q: only a-z, 0-9 and _ are allowed", slot)
 	}
-	conn, err := pg.ConnectReplication(ctx, sourceConnString, "")
+	conn, err := ConnectReplication(ctx, sourceConnString, "")
 	if err != nil {
 		return nil, err
 	}
@@ -56,9 +55,9 @@ func openSlotSnapshot(ctx context.Context, sourceConnString, slot string, tempor
 	return &Snapshot{Name: created.SnapshotName, LSN: lsn, Slot: slot, conn: conn}, nil
 }
 
-// validReplicationName reports whether name is safe where pglogrepl interpolates it raw
+// ValidReplicationName reports whether name is safe where pglogrepl interpolates it raw
 // into a replication command: lower-case letters, digits and underscores only.
-func validReplicationName(name string) bool {
+func ValidReplicationName(name string) bool {
 	if name == "" || len(name) > 63 {
 		return false
 	}

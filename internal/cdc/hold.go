@@ -1,0 +1,149 @@
+package cdc
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/pgleap/pgleap/internal/state"
+)
+
+// Holds. pgleap verify reads the source at the snapshot of a temporary slot, and needs the
+// target at exactly the same point: every source transaction that committed before the
+// slot's consistent point applied, none after. It records holds on the target (see
+// state.RequestHold): first "now", which stops the apply at the next boundary between
+// source transactions, then the slot's position, up to which the apply goes on before it
+// stops again. The apply looks for holds every holdPoll, answers each (state.AnswerHold) once
+// it stands where asked, and waits until the hold is cleared or replaced. Were it past the
+// position asked, it says so and goes on.
+const (
+	holdPoll = 100 * time.Millisecond
+	// maxHold bounds the wait for a verify that does not come back (killed, cut off): the
+	// apply then clears the hold itself and goes on.
+	maxHold = 2 * time.Minute
+)
+
+// pendingHold is a hold the apply has taken in and not reached yet.
+type pendingHold struct {
+	asked pglogrepl.LSN // as recorded on the target, to answer
+	// before: the apply stops before a source transaction that committed at or after it; 0
+	// when no hold is pending.
+	before pglogrepl.LSN
+}
+
+// pollHold looks for a hold every holdPoll.
+func (s *session) pollHold(ctx context.Context, now time.Time) error {
+	if now.Before(s.nextHoldPoll) {
+		return nil
+	}
+	s.nextHoldPoll = now.Add(holdPoll)
+	a := s.applier
+	if err := a.reap(); err != nil {
+		return err
+	}
+	if a.inflight != nil || a.tx != nil {
+		return nil // the target connection is busy: look again at the next poll
+	}
+	lsn, st, err := state.Hold(ctx, a.conn)
+	if err != nil {
+		return err
+	}
+	if st != state.HoldPending {
+		s.hold = pendingHold{}
+		return nil
+	}
+	if s.hold.before == 0 || s.hold.asked != lsn {
+		if err := s.takeHold(ctx, lsn); err != nil {
+			return err
+		}
+	}
+	return s.holdIfIdleAt(ctx)
+}
+
+// takeHold takes in the hold asked at lsn; at once answers that it is missed when the apply
+// is past it.
+func (s *session) takeHold(ctx context.Context, lsn pglogrepl.LSN) error {
+	a := s.applier
+	switch {
+	case lsn == state.HoldNow:
+		s.hold = pendingHold{asked: lsn, before: 1} // the next transaction, whatever it is
+	case a.lastCommitLSN >= lsn:
+		s.hold = pendingHold{}
+		s.opts.Logger.Info("a verification asked to stop at a position already applied: it will ask again", "at", lsn)
+		return state.AnswerHold(ctx, a.conn, lsn, false)
+	default:
+		s.hold = pendingHold{asked: lsn, before: lsn}
+	}
+	return nil
+}
+
+// holdBefore holds before a source transaction that committed at or after the hold: the
+// ones before it are all applied or in the open group.
+func (s *session) holdBefore(ctx context.Context, commitLSN pglogrepl.LSN) error {
+	for s.hold.before != 0 && commitLSN >= s.hold.before {
+		if err := s.holdNow(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// holdIfIdleAt holds when no transaction is half received and the stream has told a
+// position at or past the hold: nothing before the hold is left to receive.
+func (s *session) holdIfIdleAt(ctx context.Context) error {
+	a := s.applier
+	for s.hold.before != 0 && a.cur == nil && max(a.applied, a.group.idleEnd, a.inflightIdleEnd) >= s.hold.before {
+		if err := s.holdNow(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// holdNow commits what is open, says the apply holds, and waits until the hold is cleared or
+// replaced, telling the source meanwhile that the connection is alive.
+func (s *session) holdNow(ctx context.Context) error {
+	a := s.applier
+	asked := s.hold.asked
+	s.hold = pendingHold{}
+	if err := a.commitGroup(ctx); err != nil {
+		return err
+	}
+	if err := a.settle(); err != nil {
+		return err
+	}
+	if err := state.AnswerHold(ctx, a.conn, asked, true); err != nil {
+		return err
+	}
+	start := time.Now()
+	s.opts.Logger.Debug("holding for a verification", "at", asked)
+	ticker := time.NewTicker(10 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ticker.C:
+		}
+		current, st, err := state.Hold(ctx, a.conn)
+		if err != nil {
+			return err
+		}
+		switch {
+		case st == state.HoldNone:
+			s.opts.Logger.Debug("verification done: applying again", "held", time.Since(start).Round(time.Millisecond))
+			return nil
+		case current != asked:
+			return s.takeHold(ctx, current)
+		case time.Since(start) > maxHold:
+			s.opts.Logger.Warn("a verification held the apply for too long: going on without it", "at", asked, "held", maxHold)
+			_, err := state.ReleaseHold(ctx, a.conn)
+			return err
+		}
+		if err := s.statusIfDue(ctx, time.Now()); err != nil {
+			return fmt.Errorf("while holding for a verification: %w", err)
+		}
+	}
+}

@@ -1,0 +1,29 @@
+-- pgleap state, version 4: verification.
+
+-- pgleap verify compares the source at the snapshot of a temporary slot with the target at
+-- exactly the same point. It first asks the apply to stop where it is (hold_lsn 0/0: at the
+-- next boundary between source transactions), so that it cannot pass the slot about to be
+-- made; then asks it to go on up to the slot's consistent point (hold_lsn; source
+-- transactions that committed before it are in the snapshot, the others are not). Once every
+-- transaction before hold_lsn is applied and none after it, the apply sets held_at and waits;
+-- were it past hold_lsn already, it sets hold_missed and goes on, and verify tries again.
+-- verify takes a snapshot of the target, then clears hold_lsn, which lets the apply go on.
+ALTER TABLE pgleap.replication ADD COLUMN hold_lsn pg_lsn;
+ALTER TABLE pgleap.replication ADD COLUMN held_at timestamptz;
+ALTER TABLE pgleap.replication ADD COLUMN hold_missed boolean NOT NULL DEFAULT false;
+ALTER TABLE pgleap.replication ADD CHECK (hold_lsn IS NOT NULL OR (held_at IS NULL AND NOT hold_missed));
+ALTER TABLE pgleap.replication ADD CHECK (held_at IS NULL OR NOT hold_missed);
+
+-- The outcome of each row verification, for pgleap status and cutover.
+CREATE TABLE pgleap.verification (
+  id bigserial PRIMARY KEY,
+  started_at timestamptz NOT NULL,
+  finished_at timestamptz NOT NULL DEFAULT now(),
+  source_lsn pg_lsn,                -- the source snapshot compared; NULL without one
+  equal boolean NOT NULL,
+  tables integer NOT NULL CHECK (tables >= 0),
+  differing_tables integer NOT NULL CHECK (differing_tables BETWEEN 0 AND tables),
+  rows_compared bigint NOT NULL CHECK (rows_compared >= 0),
+  apply_pause_ms double precision,  -- how long the apply stood still for it
+  report jsonb NOT NULL             -- the whole report, as pgleap verify --json prints it
+);
