@@ -95,7 +95,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"bad log level", []string{"check", "--log-level", "loud"}, "--log-level"},
 		{"two modes", []string{"migrate", "--schema-only", "--no-follow"}, "none of the others"},
 		{"bad size", []string{"migrate", "--no-follow", "--split-larger-than", "big"}, "--split-larger-than"},
-		{"verify without a mode", []string{"verify", "--source", "host=a", "--target", "host=b"}, "--schema"},
+		{"verify with no jobs", []string{"verify", "--source", "host=a", "--target", "host=b", "--jobs", "0"}, "--jobs"},
 		{"missing config", []string{"check", "--config", "/nonexistent/pgleap.yaml"}, "pgleap.yaml"},
 	}
 	for _, tt := range tests {
