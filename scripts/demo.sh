@@ -103,8 +103,16 @@ done
 grep -v '^time=' "$ROOT/migrate.log"
 
 echo
-echo "The application keeps writing to PostgreSQL $SOURCE_MAJOR: pgbench for 5 seconds, while pgleap streams."
-pgbench -n -c 2 -T 5 "$SOURCE" 2>/dev/null | grep -E '^(number of transactions actually processed|tps)'
+echo "The application keeps writing to PostgreSQL $SOURCE_MAJOR: pgbench for 8 seconds, while pgleap streams."
+pgbench -n -c 2 -T 8 "$SOURCE" >"$ROOT/pgbench.log" 2>&1 &
+pgbench_pid=$!
+sleep 2
+echo "Meanwhile pgleap verify compares every row of both servers at one point of the source's"
+echo "history: the apply stops there for a moment while the target's snapshot is taken."
+echo "\$ bin/pgleap verify --source '$SOURCE' --target '$TARGET'"
+bin/pgleap verify --source "$SOURCE" --target "$TARGET"
+wait $pgbench_pid
+grep -E '^(number of transactions actually processed|tps)' "$ROOT/pgbench.log"
 caught_up() { bin/pgleap status --json --sample 0 --source "$SOURCE" --target "$TARGET" | grep -q '"lag_bytes": 0,'; }
 for _ in $(seq 300); do caught_up && break; sleep 0.2; done
 echo
@@ -114,7 +122,7 @@ echo
 echo "\$ bin/pgleap verify --schema --source '$SOURCE' --target '$TARGET'"
 bin/pgleap verify --schema --source "$SOURCE" --target "$TARGET"
 echo
-echo "A hash of every row of pgbench's tables on both servers:"
+echo "Once caught up, a hash of every row of pgbench's tables, computed by psql on each server:"
 for side in "$SOURCE" "$TARGET"; do
   psql -XqtA "$side" -c "SELECT string_agg(x, ', ' ORDER BY x) FROM (
     SELECT 'accounts ' || md5(string_agg(md5(a::text), '' ORDER BY aid)) AS x FROM pgbench_accounts a

@@ -50,12 +50,7 @@ Exit status: 0 no blockers, 1 blockers found, 2 could not run.`,
 			if err != nil {
 				return err
 			}
-			if c.json {
-				err = writeJSON(c.stdout, report)
-			} else {
-				err = report.WriteText(c.stdout)
-			}
-			if err != nil {
+			if err := c.output(report, report.WriteText); err != nil {
 				return fmt.Errorf("write report: %w", err)
 			}
 			if n := report.Count(assess.Blocker); n > 0 {

@@ -326,4 +326,9 @@ func TestKilledMidCopyResumes(t *testing.T) {
 	if code != exitOK {
 		t.Errorf("verify --schema after the resumed load: exit %d\n%s", code, stdout)
 	}
+	// A cold copy: verify compares both as they are.
+	code, stdout, stderr = pgleap(t, nil, "verify", "--chunk-rows", "5000", "--source", sourceConn, "--target", targetConn)
+	if code != exitOK || !strings.Contains(stdout, "source and target hold the same data") {
+		t.Errorf("verify after the resumed load: exit %d\n%s%s", code, stdout, stderr)
+	}
 }

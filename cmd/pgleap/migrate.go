@@ -166,6 +166,14 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// output prints v as JSON with --json, or else as writeText writes it.
+func (c *cli) output(v any, writeText func(io.Writer) error) error {
+	if c.json {
+		return writeJSON(c.stdout, v)
+	}
+	return writeText(c.stdout)
+}
+
 func writeFullLoadResult(w io.Writer, r *datacopy.FullLoadResult) error {
 	c := r.Copy
 	if _, err := fmt.Fprintf(w, "full load done in %s: %d rows, %s in %d units (%d done by an earlier run), %d large objects; %d tables analyzed\n",

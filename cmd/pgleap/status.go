@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,10 +46,7 @@ measures the apply rate over --sample.`,
 			if err != nil {
 				return err
 			}
-			if c.json {
-				return writeJSON(c.stdout, st)
-			}
-			return monitor.WriteStatus(c.stdout, st)
+			return c.output(st, func(w io.Writer) error { return monitor.WriteStatus(w, st) })
 		},
 	}
 	cmd.Flags().DurationVar(&sample, "sample", time.Second, "measure the apply rate over this long while streaming (0: do not)")

@@ -85,12 +85,7 @@ Exit status: 0 identical, 1 different, 2 could not run.`,
 			if err != nil {
 				return err
 			}
-			if c.json {
-				err = writeJSON(c.stdout, report)
-			} else {
-				err = writeSchemaReport(c.stdout, report)
-			}
-			if err != nil {
+			if err := c.output(report, func(w io.Writer) error { return writeSchemaReport(w, report) }); err != nil {
 				return err
 			}
 			if !report.Equal() {
@@ -123,12 +118,7 @@ func (c *cli) verifyRows(cmd *cobra.Command, opts verify.RowOptions) error {
 	if err != nil {
 		return err
 	}
-	if c.json {
-		err = writeJSON(c.stdout, report)
-	} else {
-		err = writeRowReport(c.stdout, report)
-	}
-	if err != nil {
+	if err := c.output(report, func(w io.Writer) error { return writeRowReport(w, report) }); err != nil {
 		return err
 	}
 	if !report.Equal {

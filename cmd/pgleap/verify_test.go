@@ -53,6 +53,10 @@ func TestVerifyRows(t *testing.T) {
 		CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
 		CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 		INSERT INTO events SELECT g, date '2025-06-01' + g % 365, 'e' || g FROM generate_series(1, 2000) g;
+		CREATE TABLE odd (id int PRIMARY KEY, j json, p point, x xml, f float8, r real, n numeric, t timestamptz, i interval, a int[]);
+		INSERT INTO odd VALUES (1, '{"a" :  1}', '(1,2)', '<x>1</x>', '-0', 'NaN', 'NaN', '2024-02-29 12:00:00.123456+05:30', '1 mon 2 days', '{1,NULL}'),
+			(2, '[]', '(0.1,-0)', NULL, 'Infinity', '1.17549435e-38', '0.1000000000000000000000000001', '-infinity', '-1 year', '{}'),
+			(3, NULL, NULL, '<y/>', 0.1, 3.4028235e38, 1e-30, 'epoch', '00:00:00.000001', NULL);
 		SELECT lo_from_bytea(0, 'large object one'), lo_from_bytea(0, 'two');
 		ANALYZE`)
 	conns := []string{"--source", sourceConn, "--target", targetConn}
@@ -137,5 +141,13 @@ func TestVerifyRows(t *testing.T) {
 	}
 	if err := migrate.Wait(); err != nil {
 		t.Fatalf("migrate after Ctrl-C: %v\n%s", err, migrateOut)
+	}
+	// With nothing applying changes, the target cannot be brought to the source's snapshot.
+	code, _, stderr = pgleap(t, nil, verifyArgs...)
+	if code != exitCannotRun || !strings.Contains(stderr, "pgleap migrate is not streaming") {
+		t.Errorf("verify with migrate stopped: exit %d, %s", code, stderr)
+	}
+	if hold := scalar(t, targetConn, "SELECT hold_lsn FROM pgleap.replication"); hold != "" {
+		t.Errorf("verify left a hold behind: %s", hold)
 	}
 }

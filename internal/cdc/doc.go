@@ -9,7 +9,7 @@
 // set-based statements; spill.go keeps streamed transactions (protocol version 2, sources
 // of 14 and later) on disk until they commit; stream.go owns the replication connection,
 // its keepalives and feedback, and reconnects; guard.go keeps other sessions from writing
-// to the target.
+// to the target; hold.go stops the apply at the source position pgleap verify compares at.
 //
 // # Exactly once
 //

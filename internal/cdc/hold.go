@@ -33,7 +33,7 @@ type pendingHold struct {
 	before pglogrepl.LSN
 }
 
-// pollHold looks for a hold every holdPoll.
+// pollHold looks for a hold every holdPoll, and before the first message of a session.
 func (s *session) pollHold(ctx context.Context, now time.Time) error {
 	if now.Before(s.nextHoldPoll) {
 		return nil
@@ -50,7 +50,10 @@ func (s *session) pollHold(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if st != state.HoldPending {
+	// Held, but not by this session (it is not holding): the apply that held stopped (a lost
+	// connection, a crash) with verify still reading the target as it was. Nothing may be
+	// applied past it then either: the hold is taken again.
+	if st != state.HoldPending && st != state.HoldHeld {
 		s.hold = pendingHold{}
 		return nil
 	}

@@ -259,6 +259,9 @@ func (s *session) loop(ctx context.Context) error {
 	gather := newGathering(s.repl.Conn())
 	var readDeadline time.Time
 	now := time.Now()
+	if err := s.pollHold(ctx, now); err != nil {
+		return err
+	}
 	for {
 		deadline := s.nextStatus
 		if due, ok := s.applier.groupDue(); ok && due.Before(deadline) {

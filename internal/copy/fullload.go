@@ -80,15 +80,11 @@ func FullLoad(ctx context.Context, schemaOpts schema.Options, copyOpts Options) 
 
 // restoreAutovacuum gives each loaded table the autovacuum setting it has on the source.
 func restoreAutovacuum(ctx context.Context, opts Options, tables [][2]string) error {
-	source, err := pg.Connect(ctx, pg.Source, opts.Source)
+	source, target, err := pg.ConnectBoth(ctx, opts.Source, opts.Target)
 	if err != nil {
 		return err
 	}
 	defer source.Close(context.Background())
-	target, err := pg.Connect(ctx, pg.Target, opts.Target)
-	if err != nil {
-		return err
-	}
 	defer target.Close(context.Background())
 	for _, t := range tables {
 		name := pg.QualifiedName(t[0], t[1])

@@ -86,15 +86,11 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if opts.Format == "" {
 		opts.Format = "auto"
 	}
-	source, err := pg.Connect(ctx, pg.Source, opts.Source)
+	source, target, err := pg.ConnectBoth(ctx, opts.Source, opts.Target)
 	if err != nil {
 		return nil, err
 	}
 	defer source.Close(context.Background())
-	target, err := pg.Connect(ctx, pg.Target, opts.Target)
-	if err != nil {
-		return nil, err
-	}
 	defer target.Close(context.Background())
 
 	all, err := catalog.Tables(ctx, source)

@@ -104,6 +104,18 @@ func ConnectConfig(ctx context.Context, side Side, cfg *pgx.ConnConfig) (*pgx.Co
 	return conn, nil
 }
 
+// ConnectBoth opens one connection to each side; on an error neither is left open.
+func ConnectBoth(ctx context.Context, sourceConnString, targetConnString string) (source, target *pgx.Conn, err error) {
+	if source, err = Connect(ctx, Source, sourceConnString); err != nil {
+		return nil, nil, err
+	}
+	if target, err = Connect(ctx, Target, targetConnString); err != nil {
+		source.Close(context.Background())
+		return nil, nil, err
+	}
+	return source, target, nil
+}
+
 func address(cfg *pgx.ConnConfig) string {
 	port := strconv.Itoa(int(cfg.Port))
 	if strings.HasPrefix(cfg.Host, "/") {

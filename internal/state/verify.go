@@ -80,7 +80,7 @@ func Hold(ctx context.Context, q *pgx.Conn) (pglogrepl.LSN, HoldState, error) {
 func AnswerHold(ctx context.Context, conn *pgx.Conn, lsn pglogrepl.LSN, held bool) error {
 	sql := "UPDATE pgleap.replication SET held_at = clock_timestamp() WHERE hold_lsn = $1::text::pg_lsn"
 	if !held {
-		sql = "UPDATE pgleap.replication SET hold_missed = true WHERE hold_lsn = $1::text::pg_lsn"
+		sql = "UPDATE pgleap.replication SET hold_missed = true, held_at = NULL WHERE hold_lsn = $1::text::pg_lsn"
 	}
 	if _, err := conn.Exec(ctx, sql, lsn.String()); err != nil {
 		return fmt.Errorf("answer the hold at %s: %w", lsn, err)

@@ -102,15 +102,11 @@ func CompareRows(ctx context.Context, opts RowOptions) (*RowReport, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	source, err := pg.Connect(ctx, pg.Source, opts.Source)
+	source, target, err := pg.ConnectBoth(ctx, opts.Source, opts.Target)
 	if err != nil {
 		return nil, err
 	}
 	defer source.Close(context.Background())
-	target, err := pg.Connect(ctx, pg.Target, opts.Target)
-	if err != nil {
-		return nil, err
-	}
 	defer target.Close(context.Background())
 
 	selection := opts.Tables
@@ -292,9 +288,9 @@ func openPoints(ctx context.Context, opts RowOptions, source, target *pgx.Conn, 
 			return p, nil
 		}
 		p.close()
-		opts.Logger.Info("the apply was past the source snapshot already: taking a newer one", "snapshot", p.sourceLSN)
+		opts.Logger.Info("the apply did not hold at the source snapshot: taking a newer one", "snapshot", p.sourceLSN)
 	}
-	return nil, fmt.Errorf("the apply went past %d source snapshots in a row before it could hold at one: verify again", maxAttempts)
+	return nil, fmt.Errorf("the apply did not hold at any of %d source snapshots in a row: verify again", maxAttempts)
 }
 
 // holdAtSlot stops the apply where it stands, makes the source snapshot's slot (which the
@@ -319,8 +315,17 @@ func holdAtSlot(ctx context.Context, opts RowOptions, source, target *pgx.Conn, 
 	if held, err = waitHold(ctx, opts, source, target, repl, p.sourceLSN); err != nil || !held {
 		return p, false, pause, err
 	}
-	p.targetConn, p.targetTx, p.targetSnapshot, err = exportSnapshot(ctx, pg.Target, opts.Target)
-	return p, err == nil, pause, err
+	if p.targetConn, p.targetTx, p.targetSnapshot, err = exportSnapshot(ctx, pg.Target, opts.Target); err != nil {
+		return p, false, pause, err
+	}
+	// The target snapshot must show the apply holding: had it lost its connection and a new
+	// session applied on before taking the hold again, this is where it would show.
+	var stillHeld bool
+	err = p.targetTx.QueryRow(ctx, "SELECT held_at IS NOT NULL AND hold_lsn = $1::text::pg_lsn FROM pgleap.replication", p.sourceLSN.String()).Scan(&stillHeld)
+	if err != nil {
+		return p, false, pause, fmt.Errorf("read the hold in the target's snapshot: %w", err)
+	}
+	return p, stillHeld, pause, nil
 }
 
 // waitHold waits for the apply's answer to the hold at lsn: held is true when it stands
