@@ -57,6 +57,7 @@ func TestVerifyRows(t *testing.T) {
 		INSERT INTO odd VALUES (1, '{"a" :  1}', '(1,2)', '<x>1</x>', '-0', 'NaN', 'NaN', '2024-02-29 12:00:00.123456+05:30', '1 mon 2 days', '{1,NULL}'),
 			(2, '[]', '(0.1,-0)', NULL, 'Infinity', '1.17549435e-38', '0.1000000000000000000000000001', '-infinity', '-1 year', '{}'),
 			(3, NULL, NULL, '<y/>', 0.1, 3.4028235e38, 1e-30, 'epoch', '00:00:00.000001', NULL);
+		CREATE SEQUENCE tickets;
 		SELECT lo_from_bytea(0, 'large object one'), lo_from_bytea(0, 'two');
 		ANALYZE`)
 	conns := []string{"--source", sourceConn, "--target", targetConn}
@@ -93,13 +94,28 @@ func TestVerifyRows(t *testing.T) {
 	stopWriter()
 	writer.Wait()
 
+	// Sequences are not streamed (cutover copies them): --sequences shows them apart.
+	source.Exec(t, sourceDB, "SELECT nextval('tickets'), nextval('tickets')")
+	code, stdout, stderr := pgleap(t, nil, append(verifyArgs, "--sequences")...)
+	var withSequences struct {
+		Equal     bool `json:"equal"`
+		Sequences struct {
+			Differences []struct{ Key, What, Source, Target string } `json:"differences"`
+		} `json:"sequences"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &withSequences); err != nil || code != exitAnswerNo || withSequences.Equal ||
+		len(withSequences.Sequences.Differences) != 1 || withSequences.Sequences.Differences[0].Key != "public.tickets" ||
+		withSequences.Sequences.Differences[0].Source != "2" {
+		t.Errorf("verify --sequences: exit %d, %v, %+v\n%s", code, err, withSequences, stderr)
+	}
+
 	// Behind pgleap's back: a session lifts the target guard for itself.
 	target.Exec(t, targetDB, `BEGIN READ WRITE;
 		UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 17;
 		DELETE FROM pairs WHERE a = 5 AND b = 'k3';
 		INSERT INTO events VALUES (99999, '2026-02-01', 'new');
 		COMMIT`)
-	code, stdout, stderr := pgleap(t, nil, append(verifyArgs, "--show-rows")...)
+	code, stdout, stderr = pgleap(t, nil, append(verifyArgs, "--show-rows")...)
 	var r verifyReport
 	if err := json.Unmarshal([]byte(stdout), &r); err != nil || code != exitAnswerNo || r.Equal {
 		t.Fatalf("verify after changing the target: exit %d, %v\n%s%s", code, err, stdout, stderr)
