@@ -23,10 +23,11 @@ func newVerifyCommand(c *cli) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Prove that the target holds what the source holds",
-		Long: `verify compares the rows of every selected table of source and target. Each server hashes
-its own rows (the md5 of each row's text form) per chunk of key range, or per bucket of key
-hash; only digests travel, and a chunk that differs is read row by row, which names the
-rows: up to --max-keys per table, with their values on both sides with --show-rows.
+		Long: `verify compares the rows of every selected table of source and target. Each server
+hashes its own rows (a 128-bit hash of each row's text form) per chunk of key range, or per
+bucket of key hash; only digests travel, and a chunk that differs is read row by row, which
+names the rows: up to --max-keys per table, with their values on both sides with
+--show-rows.
 
 While pgleap migrate streams changes, verify is exact without stopping the application: it
 reads the source at a temporary replication slot's snapshot, asks the apply to stop at

@@ -15,8 +15,8 @@ import (
 // Chunks. A table is compared in chunks, each digested on both servers by one query: a
 // range of its integer key (an index range scan, several compared at once), or, for other
 // tables, the whole table at once, its rows spread over buckets by a hash of their key (of
-// the whole row without a key). A chunk's digest is, per bucket, the row count and two
-// 64-bit sums of the rows' md5s: sums do not depend on the order rows are read in, and
+// the whole row without a key). A chunk's digest is, per bucket, the row count and two sums
+// of 64-bit hashes of the rows' text: sums do not depend on the order rows are read in, and
 // count duplicate rows as often as they occur. A differing bucket is then read row by row
 // on both sides, which names the rows.
 
@@ -109,9 +109,9 @@ func planTable(ctx context.Context, conn pgx.Tx, t catalog.Table, key []string, 
 	return p, nil
 }
 
-// rowsSQL is the inner query of a chunk: each row's md5 (h), and the text that identifies
+// rowsSQL is the inner query of a chunk: each row's text (t) and the text that identifies
 // it (k): its key, or without one the row itself.
-func (p *tablePlan) rowsSQL(index int, withRow bool) string {
+func (p *tablePlan) rowsSQL(index int) string {
 	ident := "r::text"
 	if len(p.key) > 0 {
 		cols := make([]string, len(p.key))
@@ -123,39 +123,39 @@ func (p *tablePlan) rowsSQL(index int, withRow bool) string {
 			ident = "(" + cols[0] + ")::text"
 		}
 	}
-	row := ""
-	if withRow {
-		row = ", r::text AS t"
-	}
-	sql := fmt.Sprintf("SELECT md5(r::text) AS h, %s AS k%s FROM ONLY %s r", ident, row, p.table.QualifiedName())
+	sql := fmt.Sprintf("SELECT r::text AS t, %s AS k FROM ONLY %s r", ident, p.table.QualifiedName())
 	if cond := p.chunks[index]; cond != "" {
 		sql += " WHERE " + cond
 	}
 	return sql
 }
 
-// bucketSQL is a row's bucket in [0, buckets), from the md5 of what identifies it.
+// Rows are hashed with hashtextextended, the 64-bit hash that hash partitioning relies on
+// to stay the same across major versions (pg_upgrade keeps hash-partitioned tables), twice
+// with two seeds: 128 bits, at less than half the cost of md5.
+
+// bucketSQL is a row's bucket in [0, buckets), from the hash of what identifies it.
 func (p *tablePlan) bucketSQL() string {
 	if p.buckets == 1 {
 		return "0"
 	}
-	return fmt.Sprintf("(('x' || substr(md5(s.k), 1, 8))::bit(32)::int & %d)", p.buckets-1)
+	return fmt.Sprintf("(pg_catalog.hashtextextended(s.k, 2) & %d)", p.buckets-1)
 }
 
-// digestSQL digests a chunk: per bucket, rows and the two sums of their md5s.
+// digestSQL digests a chunk: per bucket, rows and the two sums of their hashes.
 func (p *tablePlan) digestSQL(index int) string {
-	return fmt.Sprintf(`SELECT %s AS b, count(*), sum(('x' || substr(s.h, 1, 16))::bit(64)::bigint)::text,
-		sum(('x' || substr(s.h, 17, 16))::bit(64)::bigint)::text FROM (%s) s GROUP BY 1`, p.bucketSQL(), p.rowsSQL(index, false))
+	return fmt.Sprintf(`SELECT %s AS b, count(*), sum(pg_catalog.hashtextextended(s.t, 0))::text,
+		sum(pg_catalog.hashtextextended(s.t, 1))::text FROM (%s) s GROUP BY 1`, p.bucketSQL(), p.rowsSQL(index))
 }
 
-// bucketRowsSQL reads the rows of one bucket of a chunk: what identifies each, its md5 and,
+// bucketRowsSQL reads the rows of one bucket of a chunk: what identifies each, its hash and,
 // withRow, its text.
 func (p *tablePlan) bucketRowsSQL(index int, withRow bool) string {
-	cols := "s.k, s.h"
+	cols := "s.k, pg_catalog.hashtextextended(s.t, 0) || '/' || pg_catalog.hashtextextended(s.t, 1)"
 	if withRow {
 		cols += ", s.t"
 	}
-	return fmt.Sprintf("SELECT %s FROM (%s) s WHERE %s = $1", cols, p.rowsSQL(index, withRow), p.bucketSQL())
+	return fmt.Sprintf("SELECT %s FROM (%s) s WHERE %s = $1", cols, p.rowsSQL(index), p.bucketSQL())
 }
 
 // describeKey writes a key as PostgreSQL's messages do: (id)=(42).

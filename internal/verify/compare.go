@@ -564,7 +564,7 @@ func digest(ctx context.Context, tx pgx.Tx, sql string) (map[int]bucketDigest, e
 	return digests, err
 }
 
-// sideRow is what one side holds of a row: its md5, its text, and how many times it is
+// sideRow is what one side holds of a row: its hash, its text, and how many times it is
 // there (rows without a key can repeat).
 type sideRow struct {
 	hash, text string
