@@ -48,6 +48,7 @@ var connectingCommands = [][]string{
 	{"migrate"},
 	{"verify", "--schema"},
 	{"verify"},
+	{"cutover", "--no-reverse"},
 	{"cleanup"},
 	{"status"},
 }

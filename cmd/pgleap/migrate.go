@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -17,6 +18,7 @@ import (
 	"github.com/pgleap/pgleap/internal/monitor"
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/schema"
+	"github.com/pgleap/pgleap/internal/state"
 )
 
 func init() { commands = append(commands, newMigrateCommand) }
@@ -76,6 +78,9 @@ streaming from the last change the target committed.`,
 				return &usageError{err}
 			}
 			ctx := cmd.Context()
+			if err := refuseCutOver(ctx, opts.Source, opts.Target); err != nil {
+				return err
+			}
 			if !schemaOnly {
 				copyOpts.Source, copyOpts.Target, copyOpts.Tables, copyOpts.Logger = opts.Source, opts.Target, opts.Tables, c.logger
 				copyOpts.Follow = !noFollow
@@ -105,6 +110,10 @@ streaming from the last change the target committed.`,
 					fmt.Fprintf(c.stdout, "streaming changes from slot %s: Ctrl-C stops, pgleap migrate resumes\n", result.Copy.Slot)
 				}
 				stats, err := cdc.Stream(ctx, cdc.Options{Source: opts.Source, Target: opts.Target, Logger: c.logger})
+				if errors.Is(err, cdc.ErrCutOver) {
+					fmt.Fprintln(c.stdout, "the target took over from the source (pgleap cutover): nothing streams from the source any more")
+					err = nil
+				}
 				if err != nil {
 					return err
 				}
@@ -158,6 +167,30 @@ func guardTarget(ctx context.Context, connString string, on bool) error {
 	}
 	defer target.Close(context.WithoutCancel(ctx))
 	return cdc.SetTargetGuard(ctx, target, on)
+}
+
+// refuseCutOver stops a migrate against a target that has taken over: copying or streaming
+// into it again would overwrite what the application wrote there since.
+func refuseCutOver(ctx context.Context, source, target string) error {
+	// Both, the source first, as every stage after this connects.
+	sourceConn, conn, err := pg.ConnectBoth(ctx, source, target)
+	if err != nil {
+		return err
+	}
+	sourceConn.Close(context.Background())
+	defer conn.Close(context.Background())
+	if exists, err := state.Exists(ctx, conn); err != nil || !exists {
+		return err
+	}
+	phase, since, err := state.Phase(ctx, conn)
+	if err != nil {
+		return err
+	}
+	if phase == state.PhaseCutoverDone {
+		return fmt.Errorf("the migration was cut over at %s: the target takes the writes now and there is nothing to migrate; pgleap cleanup ends the migration",
+			since.Format(time.RFC3339))
+	}
+	return nil
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -1,6 +1,7 @@
 package cdc
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -10,7 +11,8 @@ import (
 	"github.com/pgleap/pgleap/internal/state"
 )
 
-// Holds. pgleap verify reads the source at the snapshot of a temporary slot, and needs the
+// Holds. pgleap cutover holds the apply at the source position where it froze the source's
+// writes, and pgleap verify at the position of its snapshot. pgleap verify reads the source at the snapshot of a temporary slot, and needs the
 // target at exactly the same point: every source transaction that committed before the
 // slot's consistent point applied, none after. It records holds on the target (see
 // state.RequestHold): first "now", which stops the apply at the next boundary between
@@ -59,6 +61,13 @@ func (s *session) pollHold(ctx context.Context, now time.Time) error {
 	}
 	if s.hold.before == 0 || s.hold.asked != lsn {
 		if err := s.takeHold(ctx, lsn); err != nil {
+			return err
+		}
+	}
+	if s.hold.before != 0 && a.cur == nil && !a.group.open {
+		// Idle, the stream tells where the source stands only when asked: ask now rather
+		// than at the next status, which can be a second away.
+		if err := s.sendStatus(ctx, true); err != nil {
 			return err
 		}
 	}
@@ -136,7 +145,11 @@ func (s *session) holdNow(ctx context.Context) error {
 		}
 		switch {
 		case st == state.HoldNone:
-			s.opts.Logger.Debug("verification done: applying again", "held", time.Since(start).Round(time.Millisecond))
+			// A cutover holds the apply too, and ends it for good once the target took over.
+			if phase, _, err := state.Phase(ctx, a.conn); err != nil || phase == state.PhaseCutoverDone {
+				return cmp.Or(err, ErrCutOver)
+			}
+			s.opts.Logger.Debug("hold released: applying again", "held", time.Since(start).Round(time.Millisecond))
 			return nil
 		case current != asked:
 			return s.takeHold(ctx, current)

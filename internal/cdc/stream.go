@@ -32,6 +32,10 @@ type Options struct {
 	MaxRetryDelay time.Duration
 }
 
+// ErrCutOver is returned once pgleap cutover has handed the writes to the target: nothing
+// streams from the source any more.
+var ErrCutOver = errors.New("the migration is cut over: the target takes the writes, nothing streams from the source any more")
+
 // Stats say what a stream did.
 type Stats struct {
 	ApplyStats
@@ -194,8 +198,15 @@ func (s *session) stream(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("start streaming from slot %s at %s: %w", repl.Slot, progress.AppliedLSN, err)
 	}
-	if err := state.SetPhase(ctx, s.target, state.PhaseStreaming); err != nil {
+	switch phase, _, err := state.Phase(ctx, s.target); {
+	case err != nil:
 		return err
+	case phase == state.PhaseCutoverDone:
+		return ErrCutOver
+	case phase != state.PhaseCutover: // a cutover in progress keeps its phase
+		if err := state.SetPhase(ctx, s.target, state.PhaseStreaming); err != nil {
+			return err
+		}
 	}
 	s.opts.Logger.Info("streaming changes", "slot", repl.Slot, "from", progress.AppliedLSN)
 	return s.loop(ctx)

@@ -27,3 +27,24 @@ CREATE TABLE pgleap.verification (
   apply_pause_ms double precision,  -- how long the apply stood still for it
   report jsonb NOT NULL             -- the whole report, as pgleap verify --json prints it
 );
+
+-- Cutover. Each run of pgleap cutover is recorded before it changes anything: a run that
+-- dies with the source frozen leaves here what the next one must undo (freeze_undo: the settings
+-- the freeze changed, as they were). timeline lists each step with its start and end;
+-- write_pause_ms is how long the source took no writes.
+CREATE TABLE pgleap.cutover (
+  id bigserial PRIMARY KEY,
+  started_at timestamptz NOT NULL DEFAULT now(),
+  finished_at timestamptz,
+  outcome text CHECK (outcome IN ('done', 'undone')),  -- NULL while it runs
+  freeze_undo jsonb,
+  timeline jsonb NOT NULL DEFAULT '[]',
+  write_pause_ms double precision,
+  reason text,                                          -- why it was undone
+  CHECK ((finished_at IS NULL) = (outcome IS NULL))
+);
+CREATE UNIQUE INDEX cutover_one_running ON pgleap.cutover ((true)) WHERE finished_at IS NULL;
+
+ALTER TABLE pgleap.migration DROP CONSTRAINT migration_phase_check;
+ALTER TABLE pgleap.migration ADD CONSTRAINT migration_phase_check
+  CHECK (phase IN ('schema', 'copying', 'indexing', 'copied', 'streaming', 'cutover', 'cutover-done'));

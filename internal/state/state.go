@@ -157,6 +157,9 @@ const (
 	PhaseIndexing  = "indexing"
 	PhaseCopied    = "copied"
 	PhaseStreaming = "streaming"
+	// PhaseCutover: pgleap cutover runs; PhaseCutoverDone: the target took over.
+	PhaseCutover     = "cutover"
+	PhaseCutoverDone = "cutover-done"
 )
 
 // SetPhase records where the migration stands.

@@ -27,8 +27,9 @@ type tablePlan struct {
 	table catalog.Table
 	key   []string // the columns that identify a row; none for a table without a key
 	// chunks are WHERE conditions, "" for the whole table.
-	chunks  []string
-	buckets int // per chunk, a power of two
+	chunks    []string
+	buckets   int  // per chunk, a power of two
+	countOnly bool // digests are row counts only
 }
 
 // chunk is one unit of work: a table's range, compared on both servers.
@@ -71,8 +72,11 @@ func keyColumns(ctx context.Context, conn *pgx.Conn, tables []catalog.Table) (ma
 
 // planTable cuts a table into chunks of about chunkRows rows. conn reads the source at the
 // verification's snapshot, for the bounds of the key.
-func planTable(ctx context.Context, conn pgx.Tx, t catalog.Table, key []string, chunkRows int64) (*tablePlan, error) {
-	p := &tablePlan{table: t, key: key, chunks: []string{""}, buckets: 1}
+func planTable(ctx context.Context, conn pgx.Tx, t catalog.Table, key []string, chunkRows int64, countOnly bool) (*tablePlan, error) {
+	p := &tablePlan{table: t, key: key, chunks: []string{""}, buckets: 1, countOnly: countOnly}
+	if countOnly {
+		return p, nil
+	}
 	rows := t.RowEstimate
 	if rows < 0 {
 		rows = t.DataBytes / 100 // never analyzed: guess from its size
@@ -144,6 +148,9 @@ func (p *tablePlan) bucketSQL() string {
 
 // digestSQL digests a chunk: per bucket, rows and the two sums of their hashes.
 func (p *tablePlan) digestSQL(index int) string {
+	if p.countOnly {
+		return fmt.Sprintf("SELECT 0, count(*), '', '' FROM ONLY %s", p.table.QualifiedName())
+	}
 	return fmt.Sprintf(`SELECT %s AS b, count(*), sum(pg_catalog.hashtextextended(s.t, 0))::text,
 		sum(pg_catalog.hashtextextended(s.t, 1))::text FROM (%s) s GROUP BY 1`, p.bucketSQL(), p.rowsSQL(index))
 }

@@ -36,7 +36,12 @@ type RowOptions struct {
 	// HoldTimeout bounds the wait for the apply (pgleap migrate) to reach the source
 	// snapshot's position.
 	HoldTimeout time.Duration
-	Logger      *slog.Logger
+	// Frozen says neither side changes (a cutover froze the source and holds the apply):
+	// both are read as they are, without holding the apply.
+	Frozen bool
+	// CountsOnly compares row counts, not hashes: quicker, and enough to show rows lost.
+	CountsOnly bool
+	Logger     *slog.Logger
 }
 
 // RowReport is what CompareRows found.
@@ -129,7 +134,7 @@ func CompareRows(ctx context.Context, opts RowOptions) (*RowReport, error) {
 		if repl, ok, err = state.LoadReplication(ctx, target); err != nil {
 			return nil, err
 		}
-		following = ok && repl.StartLSN != 0
+		following = ok && repl.StartLSN != 0 && !opts.Frozen
 	}
 	all, err := catalog.Tables(ctx, source)
 	if err != nil {
@@ -174,7 +179,7 @@ func CompareRows(ctx context.Context, opts RowOptions) (*RowReport, error) {
 			results[i].Equal, results[i].Problem = false, "the table is not on the target"
 			continue
 		}
-		plan, err := planTable(ctx, workers[0].source, t, keys[t.OID], opts.ChunkRows)
+		plan, err := planTable(ctx, workers[0].source, t, keys[t.OID], opts.ChunkRows, opts.CountsOnly)
 		if err != nil {
 			return nil, err
 		}
@@ -301,7 +306,7 @@ func holdAtSlot(ctx context.Context, opts RowOptions, source, target *pgx.Conn, 
 	if _, err := state.RequestHold(ctx, target, state.HoldNow); err != nil {
 		return nil, false, 0, err
 	}
-	if held, err := waitHold(ctx, opts, source, target, repl, state.HoldNow); err != nil || !held {
+	if held, err := WaitHold(ctx, source, target, repl.Slot, state.HoldNow, opts.HoldTimeout); err != nil || !held {
 		return nil, false, 0, cmp.Or(err, errors.New("the apply did not stop when asked: verify again"))
 	}
 	p = &points{}
@@ -312,7 +317,7 @@ func holdAtSlot(ctx context.Context, opts RowOptions, source, target *pgx.Conn, 
 	if pause, err = state.RequestHold(ctx, target, p.sourceLSN); err != nil {
 		return p, false, 0, err
 	}
-	if held, err = waitHold(ctx, opts, source, target, repl, p.sourceLSN); err != nil || !held {
+	if held, err = WaitHold(ctx, source, target, repl.Slot, p.sourceLSN, opts.HoldTimeout); err != nil || !held {
 		return p, false, pause, err
 	}
 	if p.targetConn, p.targetTx, p.targetSnapshot, err = exportSnapshot(ctx, pg.Target, opts.Target); err != nil {
@@ -328,10 +333,12 @@ func holdAtSlot(ctx context.Context, opts RowOptions, source, target *pgx.Conn, 
 	return p, stillHeld, pause, nil
 }
 
-// waitHold waits for the apply's answer to the hold at lsn: held is true when it stands
-// there, false when it was past it already.
-func waitHold(ctx context.Context, opts RowOptions, source, target *pgx.Conn, repl state.Replication, lsn pglogrepl.LSN) (held bool, err error) {
-	deadline := time.Now().Add(cmp.Or(opts.HoldTimeout, time.Minute))
+// WaitHold waits for the apply's answer to the hold at lsn (state.RequestHold): held is true
+// when it stands there, false when it was past it already. slot is the migration's slot on
+// the source: when nothing streams from it for a few seconds, no apply runs to answer.
+func WaitHold(ctx context.Context, source, target *pgx.Conn, slot string, lsn pglogrepl.LSN, timeout time.Duration) (held bool, err error) {
+	timeout = cmp.Or(timeout, time.Minute)
+	deadline := time.Now().Add(timeout)
 	var inactiveSince time.Time
 	ticker := time.NewTicker(5 * time.Millisecond)
 	defer ticker.Stop()
@@ -355,9 +362,9 @@ func waitHold(ctx context.Context, opts RowOptions, source, target *pgx.Conn, re
 		}
 		if i%100 == 0 { // twice a second: is anything applying?
 			var active bool
-			err := source.QueryRow(ctx, "SELECT coalesce((SELECT active FROM pg_catalog.pg_replication_slots WHERE slot_name = $1), false)", repl.Slot).Scan(&active)
+			err := source.QueryRow(ctx, "SELECT coalesce((SELECT active FROM pg_catalog.pg_replication_slots WHERE slot_name = $1), false)", slot).Scan(&active)
 			if err != nil {
-				return false, fmt.Errorf("read replication slot %s on the source: %w", repl.Slot, err)
+				return false, fmt.Errorf("read replication slot %s on the source: %w", slot, err)
 			}
 			switch {
 			case active:
@@ -369,7 +376,7 @@ func waitHold(ctx context.Context, opts RowOptions, source, target *pgx.Conn, re
 			}
 		}
 		if time.Now().After(deadline) {
-			return false, fmt.Errorf("the apply did not reach source position %s within %s: it may lag far behind (see pgleap status); verify again later or with a longer --hold-timeout", lsn, opts.HoldTimeout)
+			return false, fmt.Errorf("the apply did not reach source position %s within %s: it may lag far behind (see pgleap status); try again later or wait longer", lsn, timeout)
 		}
 	}
 }

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgleap/pgleap/internal/cutover"
+)
+
+func init() { commands = append(commands, newCutoverCommand) }
+
+func newCutoverCommand(c *cli) *cobra.Command {
+	opts := cutover.Options{MaxLag: 5 * time.Second, LongTransaction: time.Minute, Verify: "counts", Jobs: 4, DrainTimeout: time.Minute}
+	cmd := &cobra.Command{
+		Use:   "cutover",
+		Short: "Hand the writes from the source to the target, with seconds of write downtime",
+		Long: `cutover makes the target the database the application writes to.
+
+It first checks, changing nothing, that the migration is ready: pgleap migrate streams, the
+lag is under --max-lag, every table is copied, the last pgleap verify (if any) was clean, the
+schemas are the same, and no transaction on the source is older than --long-transaction
+(--terminate-long lets the freeze end them). --dry-run stops there.
+
+Then it freezes writes on the source database: new sessions are refused to every role but
+superusers (connection limit 0), every session starts read-only, and the sessions open are
+ended (never pgleap's, never replication). It waits until pgleap migrate has applied
+everything committed before the freeze and holds it there, copies every sequence's value
+and the large objects changed since the copy, refreshes materialized views with
+--refresh-matviews, verifies (--verify counts, full or none), and opens the target (lifts
+its guard). pgleap migrate then stops: the target takes the writes. --switch-command runs
+last (with sh; PGLEAP_SOURCE and PGLEAP_TARGET set) to point the application at the target.
+
+It prints each step's time and the write pause: from the freeze to the open target. If a
+step fails, or Ctrl-C, everything is undone: the source takes writes again and the migration
+streams as before. A cutover whose process died is undone by the next run.
+
+The source stays frozen after the cutover, so that nothing writes to it by mistake.
+Streaming the new server's changes back to the old one (a way back) is not built yet:
+--no-reverse is required.
+
+Exit status: 0 cut over, 1 not ready or undone (the reason is printed), 2 could not run.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch {
+			case opts.Verify != "counts" && opts.Verify != "full" && opts.Verify != "none":
+				return &usageError{fmt.Errorf("--verify %q: want counts, full or none", opts.Verify)}
+			case opts.MaxLag <= 0 || opts.LongTransaction <= 0 || opts.DrainTimeout <= 0 || opts.Jobs < 1:
+				return &usageError{errors.New("--max-lag, --long-transaction, --drain-timeout and --jobs must be positive")}
+			}
+			resolved, err := c.connections("source", "target")
+			if err != nil {
+				return err
+			}
+			opts.Source, opts.Target, opts.Logger = resolved.Source, resolved.Target, c.logger
+			result, err := cutover.Run(cmd.Context(), opts)
+			if result != nil {
+				if writeErr := c.output(result, func(w io.Writer) error { return writeCutoverResult(w, result, opts.DryRun) }); writeErr != nil {
+					return writeErr
+				}
+			}
+			switch {
+			case errors.Is(err, cutover.ErrNotReady):
+				return &answerNoError{"the migration is not ready for cutover: nothing was changed"}
+			case errors.Is(err, cutover.ErrUndone):
+				return &answerNoError{err.Error()}
+			case err != nil:
+				return err
+			case result.SwitchError != "":
+				return &answerNoError{"the target is open but the switch command failed: point the application at the target by hand"}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.DurationVar(&opts.MaxLag, "max-lag", opts.MaxLag, "refuse when the apply is further behind than this")
+	f.DurationVar(&opts.LongTransaction, "long-transaction", opts.LongTransaction, "a source transaction open longer than this blocks the cutover")
+	f.BoolVar(&opts.TerminateLong, "terminate-long", false, "let the freeze end long transactions instead of refusing")
+	f.BoolVar(&opts.NoReverse, "no-reverse", false, "cut over without streaming the new server's changes back to the old one")
+	f.StringVar(&opts.Verify, "verify", opts.Verify, "final verification: counts, full or none")
+	f.BoolVar(&opts.RefreshMatviews, "refresh-matviews", false, "refresh the target's materialized views")
+	f.StringVar(&opts.SwitchCommand, "switch-command", "", "run with sh once the target is open, to point the application at it")
+	f.BoolVar(&opts.DryRun, "dry-run", false, "run the preflight checks and change nothing")
+	f.IntVar(&opts.Jobs, "jobs", opts.Jobs, "tables compared at once by the final verification")
+	f.DurationVar(&opts.DrainTimeout, "drain-timeout", opts.DrainTimeout, "undo the cutover when the apply has not caught up with the frozen source after this long")
+	return cmd
+}
+
+func writeCutoverResult(w io.Writer, r *cutover.Result, dryRun bool) error {
+	var b strings.Builder
+	if r.Earlier != nil {
+		fmt.Fprintf(&b, "undid a cutover that started at %s and never finished\n", r.Earlier.StartedAt.Format(time.RFC3339))
+	}
+	b.WriteString("preflight:\n")
+	for _, check := range r.Preflight {
+		mark := "ok  "
+		if !check.OK {
+			mark = "FAIL"
+		}
+		fmt.Fprintf(&b, "  %s %s", mark, check.Name)
+		if check.Detail != "" && (!check.OK || strings.HasPrefix(check.Detail, "the freeze")) {
+			fmt.Fprintf(&b, ": %s", check.Detail)
+		}
+		b.WriteString("\n")
+	}
+	if dryRun {
+		b.WriteString("dry run: nothing was changed\n")
+	}
+	if len(r.Steps) > 0 {
+		b.WriteString("steps:\n")
+		first := r.Steps[0].Start
+		for _, s := range r.Steps {
+			fmt.Fprintf(&b, "  %7.3f s  %-45s %s", s.Start.Sub(first).Seconds(), s.Name, s.End.Sub(s.Start).Round(time.Millisecond))
+			if s.Error != "" {
+				fmt.Fprintf(&b, "  FAILED: %s", s.Error)
+			}
+			b.WriteString("\n")
+		}
+	}
+	switch {
+	case r.Done:
+		fmt.Fprintf(&b, "cut over: the target takes the writes; writes paused for %.0f ms (%d sequences copied, %d large objects copied again)\n",
+			r.WritePauseMS, r.Sequences, r.LargeObjects)
+		if r.SwitchError != "" {
+			fmt.Fprintf(&b, "the switch command failed: %s\n", r.SwitchError)
+		}
+		b.WriteString("the source database stays frozen (connection limit 0, read-only); pgleap cleanup drops the slot and publication\n")
+	case r.Undone != "":
+		fmt.Fprintf(&b, "undone: %s\nthe source takes writes again and the migration streams as before\n", r.Undone)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}

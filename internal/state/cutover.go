@@ -1,0 +1,99 @@
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Cutover is one recorded run of pgleap cutover.
+type Cutover struct {
+	ID         int64
+	StartedAt  time.Time
+	FinishedAt *time.Time
+	Outcome    string          // "done", "undone", "" while it runs
+	FreezeUndo json.RawMessage // what undoes the freeze of the source, nil before it
+	Timeline   json.RawMessage
+	WritePause time.Duration
+	Reason     string
+}
+
+// Cutover outcomes.
+const (
+	CutoverDone   = "done"
+	CutoverUndone = "undone"
+)
+
+// ErrCutoverRunning is returned when another pgleap cutover runs against the target.
+var ErrCutoverRunning = errors.New("another pgleap cutover is running against this target")
+
+// BeginCutover records the start of a cutover and sets the phase.
+func BeginCutover(ctx context.Context, conn *pgx.Conn) (int64, error) {
+	var id int64
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, "INSERT INTO pgleap.cutover DEFAULT VALUES RETURNING id").Scan(&id); err != nil {
+			var pgErr interface{ SQLState() string }
+			if errors.As(err, &pgErr) && pgErr.SQLState() == "23505" {
+				return ErrCutoverRunning
+			}
+			return fmt.Errorf("record the cutover in pgleap state: %w", err)
+		}
+		_, err := tx.Exec(ctx, "UPDATE pgleap.migration SET phase = $1, phase_since = now()", PhaseCutover)
+		return err
+	})
+	return id, err
+}
+
+// UnfinishedCutover returns the cutover that started and never finished (its process died);
+// ok is false when there is none.
+func UnfinishedCutover(ctx context.Context, conn *pgx.Conn) (c Cutover, ok bool, err error) {
+	err = conn.QueryRow(ctx, `SELECT id, started_at, freeze_undo, timeline FROM pgleap.cutover WHERE finished_at IS NULL`).
+		Scan(&c.ID, &c.StartedAt, &c.FreezeUndo, &c.Timeline)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Cutover{}, false, nil
+	}
+	if err != nil {
+		return Cutover{}, false, fmt.Errorf("read the running cutover from pgleap state: %w", err)
+	}
+	return c, true, nil
+}
+
+// RecordFreezeUndo records, before the source is frozen, what undoes the freeze.
+func RecordFreezeUndo(ctx context.Context, conn *pgx.Conn, id int64, undo any) error {
+	if _, err := conn.Exec(ctx, "UPDATE pgleap.cutover SET freeze_undo = $2 WHERE id = $1", id, undo); err != nil {
+		return fmt.Errorf("record how to undo the freeze in pgleap state: %w", err)
+	}
+	return nil
+}
+
+// RecordTimeline records the cutover's steps so far.
+func RecordTimeline(ctx context.Context, conn *pgx.Conn, id int64, timeline any) error {
+	if _, err := conn.Exec(ctx, "UPDATE pgleap.cutover SET timeline = $2 WHERE id = $1", id, timeline); err != nil {
+		return fmt.Errorf("record the cutover's steps in pgleap state: %w", err)
+	}
+	return nil
+}
+
+// FinishCutover records how a cutover ended, and the phase that follows: cutover-done, or
+// streaming again when it was undone.
+func FinishCutover(ctx context.Context, conn *pgx.Conn, id int64, outcome, reason string, writePause time.Duration, timeline any) error {
+	phase := PhaseCutoverDone
+	if outcome == CutoverUndone {
+		phase = PhaseStreaming
+	}
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE pgleap.cutover SET finished_at = now(), outcome = $2, reason = nullif($3, ''),
+			write_pause_ms = $4, timeline = $5 WHERE id = $1`, id, outcome, reason, float64(writePause)/float64(time.Millisecond), timeline)
+		if err != nil {
+			return fmt.Errorf("record the end of the cutover in pgleap state: %w", err)
+		}
+		if _, err := tx.Exec(ctx, "UPDATE pgleap.migration SET phase = $1, phase_since = now()", phase); err != nil {
+			return fmt.Errorf("record phase %s in pgleap state: %w", phase, err)
+		}
+		return nil
+	})
+}
