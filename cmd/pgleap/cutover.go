@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,10 +13,14 @@ import (
 	"github.com/pgleap/pgleap/internal/cutover"
 )
 
-func init() { commands = append(commands, newCutoverCommand) }
+func init() { commands = append(commands, newCutoverCommand, newRollbackCommand) }
+
+func defaultCutoverOptions() cutover.Options {
+	return cutover.Options{MaxLag: 5 * time.Second, LongTransaction: time.Minute, Verify: "counts", Jobs: 4, DrainTimeout: time.Minute}
+}
 
 func newCutoverCommand(c *cli) *cobra.Command {
-	opts := cutover.Options{MaxLag: 5 * time.Second, LongTransaction: time.Minute, Verify: "counts", Jobs: 4, DrainTimeout: time.Minute}
+	opts := defaultCutoverOptions()
 	cmd := &cobra.Command{
 		Use:   "cutover",
 		Short: "Hand the writes from the source to the target, with seconds of write downtime",
@@ -39,55 +44,90 @@ It prints each step's time and the write pause: from the freeze to the open targ
 step fails, or Ctrl-C, everything is undone: the source takes writes again and the migration
 streams as before. A cutover whose process died is undone by the next run.
 
+Unless --no-reverse, it first makes the way back: a publication and a slot on the target,
+before the target takes its first write, and a pgleap schema on the source that follows
+them. The running pgleap migrate then streams the target's changes to the source (phase
+reverse-streaming; started again, pgleap migrate resumes that, never the forward stream),
+so that pgleap rollback loses nothing. The target needs wal_level=logical for it.
+
 The source stays frozen after the cutover, so that nothing writes to it by mistake.
-Streaming the new server's changes back to the old one (a way back) is not built yet:
---no-reverse is required.
 
 Exit status: 0 cut over, 1 not ready or undone (the reason is printed), 2 could not run.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			switch {
-			case opts.Verify != "counts" && opts.Verify != "full" && opts.Verify != "none":
-				return &usageError{fmt.Errorf("--verify %q: want counts, full or none", opts.Verify)}
-			case opts.MaxLag <= 0 || opts.LongTransaction <= 0 || opts.DrainTimeout <= 0 || opts.Jobs < 1:
-				return &usageError{errors.New("--max-lag, --long-transaction, --drain-timeout and --jobs must be positive")}
-			}
-			resolved, err := c.connections("source", "target")
-			if err != nil {
-				return err
-			}
-			opts.Source, opts.Target, opts.Logger = resolved.Source, resolved.Target, c.logger
-			result, err := cutover.Run(cmd.Context(), opts)
-			if result != nil {
-				if writeErr := c.output(result, func(w io.Writer) error { return writeCutoverResult(w, result, opts.DryRun) }); writeErr != nil {
-					return writeErr
-				}
-			}
-			switch {
-			case errors.Is(err, cutover.ErrNotReady):
-				return &answerNoError{"the migration is not ready for cutover: nothing was changed"}
-			case errors.Is(err, cutover.ErrUndone):
-				return &answerNoError{err.Error()}
-			case err != nil:
-				return err
-			case result.SwitchError != "":
-				return &answerNoError{"the target is open but the switch command failed: point the application at the target by hand"}
-			}
-			return nil
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return c.runCutover(cmd, opts, cutover.Run) },
 	}
+	addCutoverFlags(cmd, &opts)
+	cmd.Flags().BoolVar(&opts.NoReverse, "no-reverse", false, "cut over without streaming the new server's changes back to the old one")
+	cmd.Flags().StringVar(&opts.SwitchCommand, "switch-command", "", "run with sh once the target is open, to point the application at it")
+	return cmd
+}
+
+func newRollbackCommand(c *cli) *cobra.Command {
+	opts := defaultCutoverOptions()
+	cmd := &cobra.Command{
+		Use:   "rollback",
+		Short: "Give the writes back to the old server after a cutover, losing nothing",
+		Long: `rollback undoes a cutover that kept the way back: the source (--source, the old server)
+takes the writes again, with every change made on the target (--target, the new server)
+since the cutover, which pgleap migrate streamed back.
+
+It is the cutover in reverse: the same checks, then it freezes the target, waits until the
+source has applied everything committed on the target before the freeze, copies sequence
+values and large objects back, verifies (--verify), and opens the source (puts back the
+settings the cutover's freeze changed). The running pgleap migrate then stops.
+--switch-command points the application back at the source. The target stays frozen.
+Any failure, or Ctrl-C, undoes it: the target takes writes again and the way back streams on.
+
+Exit status: 0 rolled back, 1 not ready or undone (the reason is printed), 2 could not run.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return c.runCutover(cmd, opts, cutover.Rollback) },
+	}
+	addCutoverFlags(cmd, &opts)
+	cmd.Flags().StringVar(&opts.SwitchCommand, "switch-command", "", "run with sh once the source is open again, to point the application at it")
+	return cmd
+}
+
+func addCutoverFlags(cmd *cobra.Command, opts *cutover.Options) {
 	f := cmd.Flags()
 	f.DurationVar(&opts.MaxLag, "max-lag", opts.MaxLag, "refuse when the apply is further behind than this")
-	f.DurationVar(&opts.LongTransaction, "long-transaction", opts.LongTransaction, "a source transaction open longer than this blocks the cutover")
+	f.DurationVar(&opts.LongTransaction, "long-transaction", opts.LongTransaction, "a transaction open longer than this on the side to freeze blocks it")
 	f.BoolVar(&opts.TerminateLong, "terminate-long", false, "let the freeze end long transactions instead of refusing")
-	f.BoolVar(&opts.NoReverse, "no-reverse", false, "cut over without streaming the new server's changes back to the old one")
 	f.StringVar(&opts.Verify, "verify", opts.Verify, "final verification: counts, full or none")
-	f.BoolVar(&opts.RefreshMatviews, "refresh-matviews", false, "refresh the target's materialized views")
-	f.StringVar(&opts.SwitchCommand, "switch-command", "", "run with sh once the target is open, to point the application at it")
+	f.BoolVar(&opts.RefreshMatviews, "refresh-matviews", false, "refresh materialized views on the side that takes over")
 	f.BoolVar(&opts.DryRun, "dry-run", false, "run the preflight checks and change nothing")
 	f.IntVar(&opts.Jobs, "jobs", opts.Jobs, "tables compared at once by the final verification")
-	f.DurationVar(&opts.DrainTimeout, "drain-timeout", opts.DrainTimeout, "undo the cutover when the apply has not caught up with the frozen source after this long")
-	return cmd
+	f.DurationVar(&opts.DrainTimeout, "drain-timeout", opts.DrainTimeout, "undo when the apply has not caught up with the frozen side after this long")
+}
+
+func (c *cli) runCutover(cmd *cobra.Command, opts cutover.Options, run func(context.Context, cutover.Options) (*cutover.Result, error)) error {
+	switch {
+	case opts.Verify != "counts" && opts.Verify != "full" && opts.Verify != "none":
+		return &usageError{fmt.Errorf("--verify %q: want counts, full or none", opts.Verify)}
+	case opts.MaxLag <= 0 || opts.LongTransaction <= 0 || opts.DrainTimeout <= 0 || opts.Jobs < 1:
+		return &usageError{errors.New("--max-lag, --long-transaction, --drain-timeout and --jobs must be positive")}
+	}
+	resolved, err := c.connections("source", "target")
+	if err != nil {
+		return err
+	}
+	opts.Source, opts.Target, opts.Logger = resolved.Source, resolved.Target, c.logger
+	result, err := run(cmd.Context(), opts)
+	if result != nil {
+		if writeErr := c.output(result, func(w io.Writer) error { return writeCutoverResult(w, result, opts.DryRun) }); writeErr != nil {
+			return writeErr
+		}
+	}
+	switch {
+	case errors.Is(err, cutover.ErrNotReady):
+		return &answerNoError{"not ready: nothing was changed"}
+	case errors.Is(err, cutover.ErrUndone):
+		return &answerNoError{err.Error()}
+	case err != nil:
+		return err
+	case result.SwitchError != "":
+		return &answerNoError{"the writes moved but the switch command failed: point the application at the new side by hand"}
+	}
+	return nil
 }
 
 func writeCutoverResult(w io.Writer, r *cutover.Result, dryRun bool) error {
@@ -123,14 +163,14 @@ func writeCutoverResult(w io.Writer, r *cutover.Result, dryRun bool) error {
 	}
 	switch {
 	case r.Done:
-		fmt.Fprintf(&b, "cut over: the target takes the writes; writes paused for %.0f ms (%d sequences copied, %d large objects copied again)\n",
+		fmt.Fprintf(&b, "done: the other side takes the writes; writes paused for %.0f ms (%d sequences copied, %d large objects copied again)\n",
 			r.WritePauseMS, r.Sequences, r.LargeObjects)
 		if r.SwitchError != "" {
 			fmt.Fprintf(&b, "the switch command failed: %s\n", r.SwitchError)
 		}
-		b.WriteString("the source database stays frozen (connection limit 0, read-only); pgleap cleanup drops the slot and publication\n")
+		b.WriteString("the side that gave up the writes stays frozen (connection limit 0, read-only)\n")
 	case r.Undone != "":
-		fmt.Fprintf(&b, "undone: %s\nthe source takes writes again and the migration streams as before\n", r.Undone)
+		fmt.Fprintf(&b, "undone: %s\nthe frozen side takes writes again and streaming goes on as before\n", r.Undone)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -70,41 +70,42 @@ func appConn(connString, role string) string { return connString + " user=" + ro
 // writer is an application writing every 10 ms: an item with an id it chose, an update of
 // one counter, an event with a sequence-made id. It remembers what was acknowledged.
 type writer struct {
-	mu                 sync.Mutex
-	items              []int
-	events             []int64
-	counted            int64
-	errors             []string
-	switchedAt         int // items acknowledged before the switch
-	eventsBeforeSwitch int
+	mu      sync.Mutex
+	items   []int
+	events  []int64
+	counted int64
+	errors  []string
+	// switched[k] is how many items were acknowledged when it moved to servers[k+1].
+	switched []int
 }
 
-// run writes to the source until the switch file exists, then to the target, until ctx ends.
-func (w *writer) run(ctx context.Context, source, target, switchFile string) {
+// run writes to servers[0] until switchFiles[0] exists, then to servers[1] until
+// switchFiles[1] exists, and so on, until ctx ends.
+func (w *writer) run(ctx context.Context, servers, switchFiles []string) {
 	var conn *pgx.Conn
 	defer func() {
 		if conn != nil {
 			conn.Close(context.Background())
 		}
 	}()
-	server := source
+	at := 0
 	for i := 1; ctx.Err() == nil; i++ {
 		time.Sleep(10 * time.Millisecond)
-		if server == source {
-			if _, err := os.Stat(switchFile); err == nil {
-				server = target
+		if at < len(switchFiles) {
+			if _, err := os.Stat(switchFiles[at]); err == nil {
+				at++
 				if conn != nil {
 					conn.Close(context.Background())
 					conn = nil
 				}
 				w.mu.Lock()
-				w.switchedAt, w.eventsBeforeSwitch = len(w.items), len(w.events)
+				w.switched = append(w.switched, len(w.items))
 				w.mu.Unlock()
 			}
 		}
 		if conn == nil {
 			var err error
-			if conn, err = pgx.Connect(ctx, server); err != nil {
+			if conn, err = pgx.Connect(ctx, servers[at]); err != nil {
 				w.fail(err)
 				continue
 			}
@@ -133,6 +134,38 @@ func (w *writer) run(ctx context.Context, source, target, switchFile string) {
 	}
 }
 
+// moved reports whether the writer has moved k times and written n items since.
+func (w *writer) moved(k, n int) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.switched) >= k && len(w.items) >= w.switched[k-1]+n
+}
+
+// check proves that every acknowledged write is on the server at connString.
+func (w *writer) check(t *testing.T, connString string) {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if got := scalar(t, connString, fmt.Sprintf("SELECT count(*) FROM items WHERE id = ANY('%s'::int[])", intArray(w.items))); got != fmt.Sprint(len(w.items)) {
+		t.Errorf("of %d acknowledged items, %s are there", len(w.items), got)
+	}
+	if got := scalar(t, connString, "SELECT n FROM counters WHERE id = 1"); got != fmt.Sprint(w.counted) {
+		t.Errorf("the counter is %s, %d increments were acknowledged", got, w.counted)
+	}
+	for i := 1; i < len(w.events); i++ {
+		if w.events[i] <= w.events[i-1] {
+			t.Fatalf("event id %d after event %d: a sequence went back", w.events[i], w.events[i-1])
+		}
+	}
+	// Every error the application saw came from a freeze.
+	for _, e := range w.errors {
+		if !strings.Contains(e, "context canceled") && !strings.Contains(e, "read-only") && !strings.Contains(e, "terminat") &&
+			!strings.Contains(e, "too many connections") && !strings.Contains(e, "closed") && !strings.Contains(e, "EOF") {
+			t.Errorf("the application saw an unexpected error: %s", e)
+		}
+	}
+}
+
 func (w *writer) fail(err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -154,87 +187,86 @@ type cutoverJSON struct {
 	} `json:"steps"`
 }
 
-// TestCutoverWithoutPooler cuts over while an application writes every 10 ms: its writes
-// fail while the source is frozen, and every write it saw acknowledged, on either server, is
-// on the target afterwards; sequence values go on from where the source left them.
-func TestCutoverWithoutPooler(t *testing.T) {
+// TestCutoverAndRollbackWithoutPooler cuts over while an application writes every 10 ms,
+// then rolls back: its writes fail while a side is frozen, and every write it saw
+// acknowledged, on either server, is where it must be afterwards; sequence values go on
+// from where the other side left them.
+func TestCutoverAndRollbackWithoutPooler(t *testing.T) {
 	s := setUpCutover(t)
-	switchFile := filepath.Join(t.TempDir(), "switched")
+	dir := t.TempDir()
+	switched, switchedBack := filepath.Join(dir, "switched"), filepath.Join(dir, "switched-back")
 	w := &writer{}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		w.run(ctx, appConn(s.sourceConn, s.appRole), appConn(s.targetConn, s.appRole), switchFile)
+		w.run(ctx, []string{appConn(s.sourceConn, s.appRole), appConn(s.targetConn, s.appRole), appConn(s.sourceConn, s.appRole)},
+			[]string{switched, switchedBack})
 	}()
 	waitFor(t, "the application's writes to reach the target", func() bool {
 		return scalar(t, s.targetConn, "SELECT count(*) >= 30 FROM items") == "true"
 	})
 	// A large object changed after the copy: logical replication does not carry it.
 	s.source.Exec(t, s.sourceDB, "SELECT lo_from_bytea(0, 'after the copy')")
+	conns := []string{"--source", s.sourceConn, "--target", s.targetConn}
 
-	code, stdout, stderr := pgleap(t, nil, "cutover", "--json", "--no-reverse", "--verify", "full",
-		"--switch-command", "touch "+switchFile, "--source", s.sourceConn, "--target", s.targetConn)
+	code, stdout, stderr := pgleap(t, nil, append([]string{"cutover", "--json", "--verify", "full", "--switch-command", "touch " + switched}, conns...)...)
 	var r cutoverJSON
 	if err := json.Unmarshal([]byte(stdout), &r); err != nil || code != exitOK || !r.Done {
 		t.Fatalf("cutover: exit %d, %v\n%s%s\nmigrate:\n%s", code, err, stdout, stderr, s.migrate.out())
 	}
-	if r.WritePauseMS <= 0 || r.WritePauseMS > 10000 || r.Sequences != 1 || r.LargeObjects != 1 || len(r.Steps) < 6 {
+	if r.WritePauseMS <= 0 || r.WritePauseMS > 10000 || r.Sequences != 1 || r.LargeObjects != 1 || len(r.Steps) < 7 {
 		t.Errorf("cutover result: %+v", r)
 	}
-	t.Logf("writes paused %.0f ms", r.WritePauseMS)
-	if err := s.migrate.wait(); err != nil || !strings.Contains(s.migrate.out(), "the target took over") {
-		t.Errorf("migrate after the cutover: %v\n%s", err, s.migrate.out())
+	t.Logf("cutover: writes paused %.0f ms", r.WritePauseMS)
+	waitFor(t, "the application to write to the target", func() bool { return w.moved(1, 30) })
+	if phase := scalar(t, s.targetConn, "SELECT phase FROM pgleap.migration"); phase != "reverse-streaming" {
+		t.Errorf("phase after the cutover: %s", phase)
 	}
-	waitFor(t, "the application to write to the target", func() bool {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		return w.switchedAt > 0 && len(w.items) >= w.switchedAt+30
-	})
-	stop()
-	<-done
-
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if got := scalar(t, s.targetConn, fmt.Sprintf("SELECT count(*) FROM items WHERE id = ANY('%s'::int[])", intArray(w.items))); got != fmt.Sprint(len(w.items)) {
-		t.Errorf("of %d acknowledged items, %s are on the target", len(w.items), got)
-	}
-	if got := scalar(t, s.targetConn, "SELECT n FROM counters WHERE id = 1"); got != fmt.Sprint(w.counted) {
-		t.Errorf("the counter on the target is %s, %d increments were acknowledged", got, w.counted)
-	}
-	for i := w.eventsBeforeSwitch; i < len(w.events); i++ {
-		if w.events[i] <= w.events[w.eventsBeforeSwitch-1] {
-			t.Fatalf("event id %d on the target after event %d on the source: the sequence went back", w.events[i], w.events[w.eventsBeforeSwitch-1])
-		}
-	}
-	if got := scalar(t, s.targetConn, "SELECT count(*) FROM pg_largeobject_metadata"); got != "2" {
-		t.Errorf("large objects on the target: %s, want 2", got)
-	}
-	// Every error the application saw came from the freeze, before it switched.
-	for _, e := range w.errors {
-		if !strings.Contains(e, "context canceled") && !strings.Contains(e, "read-only") && !strings.Contains(e, "terminat") && !strings.Contains(e, "too many connections") &&
-			!strings.Contains(e, "closed") && !strings.Contains(e, "EOF") && !strings.Contains(e, "connection") {
-			t.Errorf("the application saw an unexpected error: %s", e)
-		}
-	}
-	t.Logf("%d writes acknowledged (%d on the target), %d failed during the freeze", len(w.items), len(w.items)-w.switchedAt, len(w.errors))
-
-	// The old server stays frozen for the application.
+	// The old server is frozen for the application, and follows the new one.
 	if conn, err := pgx.Connect(context.Background(), appConn(s.sourceConn, s.appRole)); err == nil {
 		conn.Close(context.Background())
 		t.Error("the application could still connect to the frozen source")
 	}
-	code, _, stderr = pgleap(t, nil, "migrate", "--source", s.sourceConn, "--target", s.targetConn)
-	if code != exitCannotRun || !strings.Contains(stderr, "cut over") {
-		t.Errorf("migrate after the cutover: exit %d, %s", code, stderr)
+	onTarget := scalar(t, s.targetConn, "SELECT max(id) FROM items")
+	for deadline := time.Now().Add(30 * time.Second); scalar(t, s.sourceConn, "SELECT count(*) FROM items WHERE id = "+onTarget) != "1"; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the writes on the target did not stream back to the source\nmigrate:\n%s", s.migrate.out())
+		}
 	}
-	if phase := scalar(t, s.targetConn, "SELECT phase FROM pgleap.migration"); phase != "cutover-done" {
-		t.Errorf("phase after the cutover: %s", phase)
+
+	code, stdout, stderr = pgleap(t, nil, append([]string{"rollback", "--json", "--verify", "full", "--switch-command", "touch " + switchedBack}, conns...)...)
+	r = cutoverJSON{}
+	if err := json.Unmarshal([]byte(stdout), &r); err != nil || code != exitOK || !r.Done {
+		_, schemaOut, _ := pgleap(t, nil, "verify", "--schema", "--source", s.targetConn, "--target", s.sourceConn)
+		t.Fatalf("rollback: exit %d, %v\n%s%s\nschemas:\n%s\nmigrate:\n%s", code, err, stdout, stderr, schemaOut, s.migrate.out())
 	}
-	// Unfrozen by hand, as the cutover's output says, so that the test's database can go.
-	s.source.Exec(t, s.sourceDB, fmt.Sprintf("BEGIN READ WRITE; ALTER DATABASE %[1]s CONNECTION LIMIT -1; ALTER DATABASE %[1]s RESET default_transaction_read_only; COMMIT",
-		pg.QuoteIdent(s.sourceDB)))
+	t.Logf("rollback: writes paused %.0f ms", r.WritePauseMS)
+	if err := s.migrate.wait(); err != nil || !strings.Contains(s.migrate.out(), "the target took over") || !strings.Contains(s.migrate.out(), "rolled back") {
+		t.Errorf("migrate through cutover and rollback: %v\n%s", err, s.migrate.out())
+	}
+	waitFor(t, "the application to write to the source again", func() bool { return w.moved(2, 30) })
+	stop()
+	<-done
+
+	w.check(t, s.sourceConn)
+	if got := scalar(t, s.sourceConn, "SELECT count(*) FROM pg_largeobject_metadata"); got != "2" {
+		t.Errorf("large objects on the source: %s, want 2", got)
+	}
+	t.Logf("%d writes acknowledged (%d before the cutover, %d on the target), %d failed during the freezes",
+		len(w.items), w.switched[0], w.switched[1]-w.switched[0], len(w.errors))
+	if conn, err := pgx.Connect(context.Background(), appConn(s.targetConn, s.appRole)); err == nil {
+		conn.Close(context.Background())
+		t.Error("the application could still connect to the frozen target after the rollback")
+	}
+	code, _, stderr = pgleap(t, nil, append([]string{"migrate"}, conns...)...)
+	if code != exitCannotRun || !strings.Contains(stderr, "rolled back") {
+		t.Errorf("migrate after the rollback: exit %d, %s", code, stderr)
+	}
+	// Unfrozen by hand, as the rollback's output says, so that the test's database can go.
+	s.target.Exec(t, s.targetDB, fmt.Sprintf("BEGIN READ WRITE; ALTER DATABASE %[1]s CONNECTION LIMIT -1; ALTER DATABASE %[1]s RESET default_transaction_read_only; COMMIT",
+		pg.QuoteIdent(s.targetDB)))
 }
 
 // TestCutoverUndone: a target that differs from the source fails the final verification;
@@ -243,22 +275,26 @@ func TestCutoverUndone(t *testing.T) {
 	s := setUpCutover(t)
 	args := []string{"cutover", "--source", s.sourceConn, "--target", s.targetConn}
 
-	code, stdout, _ := pgleap(t, nil, args...)
-	if code != exitAnswerNo || !strings.Contains(stdout, "FAIL reverse replication") {
-		t.Errorf("cutover without --no-reverse: exit %d\n%s", code, stdout)
-	}
-	code, stdout, _ = pgleap(t, nil, append(args, "--no-reverse", "--dry-run")...)
-	if code != exitOK || !strings.Contains(stdout, "dry run: nothing was changed") || strings.Contains(stdout, "FAIL") {
+	code, stdout, _ := pgleap(t, nil, append(args, "--dry-run")...)
+	if code != exitOK || !strings.Contains(stdout, "dry run: nothing was changed") || strings.Contains(stdout, "FAIL") ||
+		!strings.Contains(stdout, "the target can stream back") {
 		t.Errorf("cutover --dry-run: exit %d\n%s", code, stdout)
+	}
+	code, _, stderr := pgleap(t, nil, append([]string{"rollback"}, args[1:]...)...)
+	if code != exitCannotRun || !strings.Contains(stderr, "nothing to roll back") {
+		t.Errorf("rollback before any cutover: exit %d, %s", code, stderr)
 	}
 
 	s.source.Exec(t, s.sourceDB, "INSERT INTO items SELECT g, 'x' FROM generate_series(1, 100) g")
 	waitFor(t, "the rows to reach the target", func() bool { return scalar(t, s.targetConn, "SELECT count(*) FROM items") == "100" })
 	s.target.Exec(t, s.targetDB, "BEGIN READ WRITE; UPDATE items SET note = 'forked' WHERE id = 7; COMMIT")
 
-	code, stdout, stderr := pgleap(t, nil, append(args, "--no-reverse", "--verify", "full")...)
+	code, stdout, stderr = pgleap(t, nil, append(args, "--verify", "full")...)
 	if code != exitAnswerNo || !strings.Contains(stdout, "undone: verify (full)") || !strings.Contains(stdout, `"public"."items"`) {
 		t.Fatalf("cutover onto a forked target: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if n := scalar(t, s.sourceConn, "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgleap'"); n != "0" {
+		t.Error("the undone cutover left a pgleap schema on the source")
 	}
 	// The source takes the application's writes again, and they stream to the target.
 	app, err := pgx.Connect(context.Background(), appConn(s.sourceConn, s.appRole))

@@ -78,8 +78,12 @@ streaming from the last change the target committed.`,
 				return &usageError{err}
 			}
 			ctx := cmd.Context()
-			if err := refuseCutOver(ctx, opts.Source, opts.Target); err != nil {
+			reverse, err := afterCutover(ctx, opts.Source, opts.Target)
+			if err != nil {
 				return err
+			}
+			if reverse {
+				return c.streamBack(ctx, opts.Source, opts.Target)
 			}
 			if !schemaOnly {
 				copyOpts.Source, copyOpts.Target, copyOpts.Tables, copyOpts.Logger = opts.Source, opts.Target, opts.Tables, c.logger
@@ -112,7 +116,10 @@ streaming from the last change the target committed.`,
 				stats, err := cdc.Stream(ctx, cdc.Options{Source: opts.Source, Target: opts.Target, Logger: c.logger})
 				if errors.Is(err, cdc.ErrCutOver) {
 					fmt.Fprintln(c.stdout, "the target took over from the source (pgleap cutover): nothing streams from the source any more")
-					err = nil
+					if reverse, err := afterCutover(ctx, opts.Source, opts.Target); err != nil || !reverse {
+						return err
+					}
+					return c.streamBack(ctx, opts.Source, opts.Target)
 				}
 				if err != nil {
 					return err
@@ -169,28 +176,52 @@ func guardTarget(ctx context.Context, connString string, on bool) error {
 	return cdc.SetTargetGuard(ctx, target, on)
 }
 
-// refuseCutOver stops a migrate against a target that has taken over: copying or streaming
-// into it again would overwrite what the application wrote there since.
-func refuseCutOver(ctx context.Context, source, target string) error {
+// afterCutover tells whether the migration was cut over with the way back kept (reverse:
+// the old server follows the new one), and refuses a migrate of one cut over without it,
+// or rolled back: copying or streaming into the target again would overwrite what the
+// application wrote there since.
+func afterCutover(ctx context.Context, source, target string) (reverse bool, err error) {
 	// Both, the source first, as every stage after this connects.
 	sourceConn, conn, err := pg.ConnectBoth(ctx, source, target)
 	if err != nil {
-		return err
+		return false, err
 	}
 	sourceConn.Close(context.Background())
 	defer conn.Close(context.Background())
 	if exists, err := state.Exists(ctx, conn); err != nil || !exists {
-		return err
+		return false, err
 	}
 	phase, since, err := state.Phase(ctx, conn)
+	switch {
+	case err != nil:
+		return false, err
+	case phase == state.PhaseReverseStreaming:
+		return true, nil
+	case phase == state.PhaseCutoverDone:
+		return false, fmt.Errorf("the migration was cut over at %s: the target takes the writes now and there is nothing to migrate; pgleap cleanup ends the migration",
+			since.Format(time.RFC3339))
+	case phase == state.PhaseRolledBack:
+		return false, fmt.Errorf("the migration was rolled back at %s: the source takes the writes again; pgleap cleanup ends the migration",
+			since.Format(time.RFC3339))
+	}
+	return false, nil
+}
+
+// streamBack streams the new server's changes to the old one after a cutover, until
+// Ctrl-C or a rollback.
+func (c *cli) streamBack(ctx context.Context, source, target string) error {
+	fmt.Fprintln(c.stdout, "streaming the target's changes back to the source (the way back): Ctrl-C stops, pgleap migrate resumes")
+	stats, err := cdc.Stream(ctx, cdc.Options{Source: target, Target: source, Logger: c.logger})
+	if errors.Is(err, cdc.ErrCutOver) {
+		fmt.Fprintln(c.stdout, "rolled back: the source takes the writes again, nothing streams back any more")
+		return nil
+	}
 	if err != nil {
 		return err
 	}
-	if phase == state.PhaseCutoverDone {
-		return fmt.Errorf("the migration was cut over at %s: the target takes the writes now and there is nothing to migrate; pgleap cleanup ends the migration",
-			since.Format(time.RFC3339))
-	}
-	return nil
+	_, err = fmt.Fprintf(c.stdout, "stopped streaming back: %d transactions (%d changes) applied to the source, %d reconnections\n",
+		stats.Transactions, stats.Changes, stats.Reconnects)
+	return err
 }
 
 func writeJSON(w io.Writer, v any) error {

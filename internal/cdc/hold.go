@@ -146,7 +146,7 @@ func (s *session) holdNow(ctx context.Context) error {
 		switch {
 		case st == state.HoldNone:
 			// A cutover holds the apply too, and ends it for good once the target took over.
-			if phase, _, err := state.Phase(ctx, a.conn); err != nil || phase == state.PhaseCutoverDone {
+			if phase, _, err := state.Phase(ctx, a.conn); err != nil || state.CutOver(phase) {
 				return cmp.Or(err, ErrCutOver)
 			}
 			s.opts.Logger.Debug("hold released: applying again", "held", time.Since(start).Round(time.Millisecond))

@@ -201,7 +201,7 @@ func (s *session) stream(ctx context.Context) error {
 	switch phase, _, err := state.Phase(ctx, s.target); {
 	case err != nil:
 		return err
-	case phase == state.PhaseCutoverDone:
+	case state.CutOver(phase):
 		return ErrCutOver
 	case phase != state.PhaseCutover: // a cutover in progress keeps its phase
 		if err := state.SetPhase(ctx, s.target, state.PhaseStreaming); err != nil {

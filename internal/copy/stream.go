@@ -50,7 +50,7 @@ func prepareStream(ctx context.Context, opts Options, source, target *pgx.Conn, 
 			return r, nil, err
 		}
 	}
-	if err := ensurePublication(ctx, source, r.Publication, sourceMajor, selected); err != nil {
+	if err := EnsurePublication(ctx, source, r.Publication, sourceMajor, selected); err != nil {
 		return r, nil, err
 	}
 	if r.StartLSN != 0 {
@@ -83,10 +83,10 @@ func prepareStream(ctx context.Context, opts Options, source, target *pgx.Conn, 
 	return r, snapshot, nil
 }
 
-// ensurePublication creates the publication of the selected tables unless it exists.
+// EnsurePublication creates the publication of the selected tables unless it exists.
 // Partitioned tables are published through their root from 13 on, so that rows arrive as
 // the root's whatever partition they move to; 12 can publish only the partitions.
-func ensurePublication(ctx context.Context, source *pgx.Conn, name string, sourceMajor int, selected []catalog.Table) error {
+func EnsurePublication(ctx context.Context, source *pgx.Conn, name string, sourceMajor int, selected []catalog.Table) error {
 	var exists bool
 	if err := source.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = $1)", name).Scan(&exists); err != nil {
 		return fmt.Errorf("look for publication %s on the source: %w", name, err)

@@ -1,7 +1,10 @@
 package cutover
 
 import (
+	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +17,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgleap/pgleap/internal/catalog"
 	"github.com/pgleap/pgleap/internal/cdc"
 	"github.com/pgleap/pgleap/internal/config"
 	datacopy "github.com/pgleap/pgleap/internal/copy"
@@ -32,7 +36,8 @@ type Options struct {
 	// TerminateLong lets the freeze end it.
 	LongTransaction time.Duration
 	TerminateLong   bool
-	// NoReverse cuts over without streaming the new server's changes back to the old one.
+	// NoReverse cuts over without streaming the new server's changes back to the old one:
+	// without a way back.
 	NoReverse bool
 	// Verify is the final verification: "counts", "full" (every row's hash) or "none".
 	Verify          string
@@ -88,7 +93,7 @@ type EarlierCutoverEnd struct {
 var ErrNotReady = errors.New("the migration is not ready for cutover")
 
 // ErrUndone is returned when a step failed and the cutover was undone.
-var ErrUndone = errors.New("the cutover failed and was undone: the source takes writes again and the migration streams as before")
+var ErrUndone = errors.New("it failed and was undone: the frozen side takes writes again and streaming goes on as before")
 
 // cutover is one run.
 type cutover struct {
@@ -101,6 +106,14 @@ type cutover struct {
 	undo           *freezeUndo // set once the source may be frozen
 	frozenAt       time.Time
 	guardLifted    bool // the target may have been opened
+	// reverse is the slot and publication on the target the old server follows after the
+	// cutover, once recorded; reverseState is true once the old server has pgleap state.
+	reverse      *state.Replication
+	reverseState bool
+	// open opens the target; rollback also unfreezes it (it was the frozen source).
+	open func(ctx context.Context) error
+	// donePhase is the target's phase once done.
+	donePhase string
 }
 
 // Run runs a cutover. It returns the result with ErrNotReady when a preflight check failed
@@ -117,6 +130,15 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	defer source.Close(context.Background())
 	defer target.Close(context.Background())
 	c := &cutover{opts: opts, source: source, target: target, result: &Result{}}
+	c.open, c.donePhase = c.liftGuard, state.PhaseCutoverDone
+	if !opts.NoReverse {
+		c.donePhase = state.PhaseReverseStreaming
+	}
+	return c.run(ctx)
+}
+
+func (c *cutover) run(ctx context.Context) (*Result, error) {
+	opts := c.opts
 	if err := c.load(ctx); err != nil {
 		return nil, err
 	}
@@ -129,7 +151,8 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if opts.DryRun {
 		return c.result, nil
 	}
-	if c.id, err = state.BeginCutover(ctx, target); err != nil {
+	var err error
+	if c.id, err = state.BeginCutover(ctx, c.target); err != nil {
 		return c.result, err
 	}
 	if err := c.steps(ctx); err != nil {
@@ -205,12 +228,18 @@ func (c *cutover) undoEarlier(ctx context.Context) error {
 	}
 	for _, s := range c.result.Steps {
 		c.guardLifted = c.guardLifted || s.Name == stepOpen
+		c.reverseState = c.reverseState || s.Name == stepReverse
+	}
+	if r, ok, err := state.LoadReverse(ctx, c.target); err != nil {
+		return err
+	} else if ok {
+		c.reverse = &r
 	}
 	if err := c.undoFrozen(ctx, "its process stopped before it finished"); err != nil {
 		return err
 	}
 	c.result.Earlier = &EarlierCutoverEnd{StartedAt: earlier.StartedAt}
-	c.id, c.undo, c.guardLifted, c.result.Steps = 0, nil, false, nil
+	c.id, c.undo, c.guardLifted, c.result.Steps, c.reverse, c.reverseState = 0, nil, false, nil, nil, false
 	return nil
 }
 
@@ -226,8 +255,9 @@ func (c *cutover) undoFrozen(ctx context.Context, reason string) error {
 	if c.undo != nil {
 		unfreezeErr = unfreeze(ctx, c.source, *c.undo)
 	}
-	finishErr := state.FinishCutover(ctx, c.target, c.id, state.CutoverUndone, reason, 0, c.result.Steps)
-	return errors.Join(guardErr, releaseErr, unfreezeErr, finishErr)
+	reverseErr := c.dropReverse(ctx)
+	finishErr := state.FinishCutover(ctx, c.target, c.id, state.CutoverUndone, "", reason, 0, c.result.Steps)
+	return errors.Join(guardErr, releaseErr, unfreezeErr, reverseErr, finishErr)
 }
 
 // preflight runs the checks; false when one failed.
@@ -282,8 +312,18 @@ func (c *cutover) preflight(ctx context.Context) bool {
 	default:
 		check("no long transaction on the source", len(long) == 0, strings.Join(long, "; ")+" (--terminate-long ends them)")
 	}
-	check("reverse replication", c.opts.NoReverse,
-		"streaming the new server's changes back to the old one is not built yet: pass --no-reverse to cut over without a way back")
+	if !c.opts.NoReverse {
+		var walLevel string
+		if err := c.target.QueryRow(ctx, "SELECT current_setting('wal_level')").Scan(&walLevel); err != nil {
+			check("the target can stream back (wal_level=logical)", false, err.Error())
+		} else {
+			check("the target can stream back (wal_level=logical)", walLevel == "logical",
+				"wal_level is "+walLevel+" on the target: set wal_level=logical there and restart it, or pass --no-reverse to cut over without a way back")
+		}
+		exists, err := state.Exists(ctx, c.source)
+		check("the source can follow the target", err == nil && !exists,
+			fmt.Sprint(cmp.Or[any](err, "the source holds a pgleap schema already: drop it (DROP SCHEMA pgleap CASCADE) if no migration uses it, or pass --no-reverse")))
+	}
 	return ok
 }
 
@@ -298,7 +338,10 @@ func (c *cutover) longTransactions(ctx context.Context) ([]string, error) {
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
-const stepOpen = "open the target"
+const (
+	stepOpen    = "open the target"
+	stepReverse = "prepare the way back (the old server follows the new one)"
+)
 
 // step runs one timed step and records the timeline.
 func (c *cutover) step(ctx context.Context, name string, do func(context.Context) error) error {
@@ -376,26 +419,107 @@ func (c *cutover) steps(ctx context.Context) error {
 			return err
 		}
 	}
-	return c.step(ctx, stepOpen, func(ctx context.Context) error {
-		progress, err := state.LoadProgress(ctx, c.target)
-		if err != nil {
+	if !c.opts.NoReverse {
+		if err := c.step(ctx, stepReverse, c.prepareReverse); err != nil {
 			return err
 		}
-		if progress.TargetGuard {
-			c.guardLifted = true
-			if err := cdc.SetTargetGuard(ctx, c.target, false); err != nil {
-				return err
-			}
+	}
+	return c.step(ctx, stepOpen, func(ctx context.Context) error {
+		if err := c.open(ctx); err != nil {
+			return err
 		}
 		pause := time.Since(c.frozenAt)
 		c.result.WritePauseMS = float64(pause) / float64(time.Millisecond)
-		if err := state.FinishCutover(ctx, c.target, c.id, state.CutoverDone, "", pause, c.result.Steps); err != nil {
+		if err := state.FinishCutover(ctx, c.target, c.id, state.CutoverDone, c.donePhase, "", pause, c.result.Steps); err != nil {
 			return err
 		}
 		// Released after the phase says cut over: the apply then ends instead of going on.
-		_, err = state.ReleaseHold(ctx, c.target)
+		_, err := state.ReleaseHold(ctx, c.target)
 		return err
 	})
+}
+
+// liftGuard opens the target: it lifts the guard pgleap migrate put on it, if any.
+func (c *cutover) liftGuard(ctx context.Context) error {
+	progress, err := state.LoadProgress(ctx, c.target)
+	if err != nil || !progress.TargetGuard {
+		return err
+	}
+	c.guardLifted = true
+	return cdc.SetTargetGuard(ctx, c.target, false)
+}
+
+// prepareReverse makes the way back before the target takes its first write: a
+// publication of the migrated tables and a slot on the target, and on the old server a
+// pgleap schema that follows the target from the slot's consistent point, as the target
+// followed it. pgleap migrate streams it (the running one, once the cutover is done).
+func (c *cutover) prepareReverse(ctx context.Context) error {
+	suffix := make([]byte, 4)
+	if _, err := rand.Read(suffix); err != nil {
+		return err
+	}
+	name := "pgleap_back_" + hex.EncodeToString(suffix)
+	c.reverse = &state.Replication{Slot: name, Publication: name}
+	if err := state.RecordReverse(ctx, c.target, name, name); err != nil {
+		return err
+	}
+	version, err := pg.ServerVersion(ctx, c.target)
+	if err != nil {
+		return err
+	}
+	all, err := catalog.Tables(ctx, c.target)
+	if err != nil {
+		return fmt.Errorf("list the target's tables: %w", err)
+	}
+	var selected []catalog.Table
+	for _, t := range all {
+		if c.selection.Selects(t.Schema, t.Name) && !c.selection.ExcludesSchema(t.Schema) {
+			selected = append(selected, t)
+		}
+	}
+	if err := datacopy.EnsurePublication(ctx, c.target, name, version.Major, selected); err != nil {
+		return err
+	}
+	slot, err := pg.OpenSlotSnapshot(ctx, c.opts.Target, name, false)
+	if err != nil {
+		return err
+	}
+	slot.Close() // the slot stays: only its consistent point is needed
+	var database string
+	if err := c.target.QueryRow(ctx, "SELECT current_database()").Scan(&database); err != nil {
+		return err
+	}
+	c.reverseState = true
+	if err := state.Init(ctx, c.source); err != nil {
+		return fmt.Errorf("create pgleap state on the source: %w", err)
+	}
+	err = state.Begin(ctx, c.source, state.Migration{SourceDatabase: database, SourceMajor: version.Major, Include: c.selection.Include, Exclude: c.selection.Exclude})
+	if err != nil {
+		return err
+	}
+	if _, err := state.PlanReplication(ctx, c.source, name, name); err != nil {
+		return err
+	}
+	if err := state.RecordStreamStart(ctx, c.source, slot.LSN); err != nil {
+		return err
+	}
+	// The source stays frozen: read-only for every session but pgleap's, as a guarded target.
+	return pgx.BeginFunc(ctx, c.source, func(tx pgx.Tx) error { return state.RecordTargetGuard(ctx, tx, true) })
+}
+
+// dropReverse drops what prepareReverse made.
+func (c *cutover) dropReverse(ctx context.Context) error {
+	var errs []error
+	if c.reverse != nil {
+		_, err := datacopy.DropStream(ctx, c.target, *c.reverse)
+		errs = append(errs, err, state.RecordReverse(ctx, c.target, "", ""))
+	}
+	if c.reverseState {
+		if _, err := c.source.Exec(ctx, "DROP SCHEMA IF EXISTS pgleap CASCADE"); err != nil {
+			errs = append(errs, fmt.Errorf("drop the pgleap schema made on the source for the way back: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // copySequences sets every sequence of the selected schemas on the target to its value on
@@ -475,4 +599,57 @@ func (c *cutover) verify(ctx context.Context) error {
 		return fmt.Errorf("source and target differ in %s: see pgleap verify", strings.Join(differing, ", "))
 	}
 	return nil
+}
+
+// Rollback gives the writes back to the old server after a cutover that kept the way back.
+// opts.Source is the old server and opts.Target the new one, as for the cutover. It is the
+// cutover of the reverse migration, whose state is on the old server: freeze the new server,
+// wait until the old one has applied everything, copy sequence values and large objects
+// back, verify, and open the old server (put back the settings the cutover's freeze
+// changed). The new server stays frozen.
+func Rollback(ctx context.Context, opts Options) (*Result, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	oldServer, newServer, err := pg.ConnectBoth(ctx, opts.Source, opts.Target)
+	if err != nil {
+		return nil, err
+	}
+	defer oldServer.Close(context.Background())
+	defer newServer.Close(context.Background())
+	if exists, err := state.Exists(ctx, newServer); err != nil || !exists {
+		return nil, cmp.Or(err, errors.New("the target holds no pgleap migration: nothing to roll back"))
+	}
+	if err := state.Init(ctx, newServer); err != nil {
+		return nil, err
+	}
+	phase, _, err := state.Phase(ctx, newServer)
+	if err != nil {
+		return nil, err
+	}
+	if phase != state.PhaseReverseStreaming {
+		return nil, fmt.Errorf("nothing to roll back: the migration's phase is %s; rollback follows a cutover that kept the way back (without --no-reverse)", phase)
+	}
+	forward, ok, err := state.LastDoneCutover(ctx, newServer)
+	if err != nil {
+		return nil, err
+	}
+	var forwardUndo freezeUndo
+	if !ok || json.Unmarshal(forward.FreezeUndo, &forwardUndo) != nil {
+		return nil, errors.New("the target records no finished cutover with the source's settings before its freeze: cannot roll back")
+	}
+	back := opts
+	back.Source, back.Target, back.NoReverse = opts.Target, opts.Source, true
+	c := &cutover{opts: back, source: newServer, target: oldServer, result: &Result{}, donePhase: state.PhaseCutoverDone}
+	c.open = func(ctx context.Context) error {
+		if err := state.SetPhase(ctx, newServer, state.PhaseRolledBack); err != nil {
+			return err
+		}
+		err := pgx.BeginFunc(ctx, oldServer, func(tx pgx.Tx) error { return state.RecordTargetGuard(ctx, tx, false) })
+		if err != nil {
+			return err
+		}
+		return unfreeze(ctx, oldServer, forwardUndo)
+	}
+	return c.run(ctx)
 }

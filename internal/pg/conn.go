@@ -75,11 +75,10 @@ func ParseConfig(side Side, connString string) (*pgx.ConnConfig, error) {
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = applicationName
 	}
-	if side == Target {
-		// While a migration follows the source, the target database is read-only for every
-		// session but pgleap's own (see cdc.SetTargetGuard).
-		cfg.RuntimeParams["default_transaction_read_only"] = "off"
-	}
+	// While a migration follows the source, the target database is read-only for every
+	// session but pgleap's own (see cdc.SetTargetGuard); after a cutover, so is the old
+	// server, which pgleap still writes to (the way back, rollback).
+	cfg.RuntimeParams["default_transaction_read_only"] = "off"
 	return cfg, nil
 }
 

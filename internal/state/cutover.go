@@ -78,10 +78,9 @@ func RecordTimeline(ctx context.Context, conn *pgx.Conn, id int64, timeline any)
 	return nil
 }
 
-// FinishCutover records how a cutover ended, and the phase that follows: cutover-done, or
-// streaming again when it was undone.
-func FinishCutover(ctx context.Context, conn *pgx.Conn, id int64, outcome, reason string, writePause time.Duration, timeline any) error {
-	phase := PhaseCutoverDone
+// FinishCutover records how a cutover ended, and the phase that follows: phase when it was
+// done, streaming again when it was undone.
+func FinishCutover(ctx context.Context, conn *pgx.Conn, id int64, outcome, phase, reason string, writePause time.Duration, timeline any) error {
 	if outcome == CutoverUndone {
 		phase = PhaseStreaming
 	}
@@ -96,4 +95,41 @@ func FinishCutover(ctx context.Context, conn *pgx.Conn, id int64, outcome, reaso
 		}
 		return nil
 	})
+}
+
+// RecordReverse records the slot and publication on the target that the old server
+// follows after the cutover; empty names clear them.
+func RecordReverse(ctx context.Context, conn *pgx.Conn, slot, publication string) error {
+	_, err := conn.Exec(ctx, "UPDATE pgleap.replication SET reverse_slot = nullif($1, ''), reverse_publication = nullif($2, '')", slot, publication)
+	if err != nil {
+		return fmt.Errorf("record the way back in pgleap state: %w", err)
+	}
+	return nil
+}
+
+// LoadReverse returns the recorded slot and publication of the way back; ok is false when
+// there are none.
+func LoadReverse(ctx context.Context, conn *pgx.Conn) (r Replication, ok bool, err error) {
+	var slot, publication *string
+	err = conn.QueryRow(ctx, "SELECT reverse_slot, reverse_publication FROM pgleap.replication").Scan(&slot, &publication)
+	if errors.Is(err, pgx.ErrNoRows) || err == nil && (slot == nil || publication == nil) {
+		return Replication{}, false, nil
+	}
+	if err != nil {
+		return Replication{}, false, fmt.Errorf("read the way back from pgleap state: %w", err)
+	}
+	return Replication{Slot: *slot, Publication: *publication}, true, nil
+}
+
+// LastDoneCutover returns the newest cutover that was done; ok is false when there is none.
+func LastDoneCutover(ctx context.Context, conn *pgx.Conn) (c Cutover, ok bool, err error) {
+	err = conn.QueryRow(ctx, `SELECT id, started_at, freeze_undo, timeline FROM pgleap.cutover WHERE outcome = $1 ORDER BY id DESC LIMIT 1`,
+		CutoverDone).Scan(&c.ID, &c.StartedAt, &c.FreezeUndo, &c.Timeline)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Cutover{}, false, nil
+	}
+	if err != nil {
+		return Cutover{}, false, fmt.Errorf("read the last cutover from pgleap state: %w", err)
+	}
+	return c, true, nil
 }

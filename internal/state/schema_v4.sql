@@ -45,6 +45,15 @@ CREATE TABLE pgleap.cutover (
 );
 CREATE UNIQUE INDEX cutover_one_running ON pgleap.cutover ((true)) WHERE finished_at IS NULL;
 
+-- The way back: a cutover that streams the new server's changes to the old one creates a
+-- publication and a slot on the target (this server) before it takes its first write; the
+-- old server gets a pgleap schema of its own, which follows this one as this one followed it.
+ALTER TABLE pgleap.replication ADD COLUMN reverse_slot text CHECK (reverse_slot ~ '^[a-z0-9_]{1,63}$');
+ALTER TABLE pgleap.replication ADD COLUMN reverse_publication text CHECK (reverse_publication ~ '^[a-z0-9_]{1,63}$');
+
+-- Phases after streaming: cutover (pgleap cutover runs), cutover-done (the target took the
+-- writes, nothing goes back), reverse-streaming (the target took the writes and the old
+-- server follows it), rolled-back (pgleap rollback gave the writes back to the old server).
 ALTER TABLE pgleap.migration DROP CONSTRAINT migration_phase_check;
 ALTER TABLE pgleap.migration ADD CONSTRAINT migration_phase_check
-  CHECK (phase IN ('schema', 'copying', 'indexing', 'copied', 'streaming', 'cutover', 'cutover-done'));
+  CHECK (phase IN ('schema', 'copying', 'indexing', 'copied', 'streaming', 'cutover', 'cutover-done', 'reverse-streaming', 'rolled-back'));

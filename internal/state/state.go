@@ -157,10 +157,19 @@ const (
 	PhaseIndexing  = "indexing"
 	PhaseCopied    = "copied"
 	PhaseStreaming = "streaming"
-	// PhaseCutover: pgleap cutover runs; PhaseCutoverDone: the target took over.
-	PhaseCutover     = "cutover"
-	PhaseCutoverDone = "cutover-done"
+	// PhaseCutover: pgleap cutover runs; PhaseCutoverDone: the target took over;
+	// PhaseReverseStreaming: it took over and the old server follows it; PhaseRolledBack:
+	// pgleap rollback gave the writes back to the old server.
+	PhaseCutover          = "cutover"
+	PhaseCutoverDone      = "cutover-done"
+	PhaseReverseStreaming = "reverse-streaming"
+	PhaseRolledBack       = "rolled-back"
 )
+
+// CutOver reports whether phase is one where the target has taken the writes.
+func CutOver(phase string) bool {
+	return phase == PhaseCutoverDone || phase == PhaseReverseStreaming || phase == PhaseRolledBack
+}
 
 // SetPhase records where the migration stands.
 func SetPhase(ctx context.Context, conn *pgx.Conn, phase string) error {

@@ -123,9 +123,15 @@ func CompareSchemas(ctx context.Context, source, target *pgx.Conn, selection con
 	if err != nil {
 		return nil, err
 	}
-	targetObjects = slices.DeleteFunc(targetObjects, func(o schemaObject) bool {
-		return o.Kind == "grant" && privilegeNewerThan(o.Name, sourceVersion.Major)
-	})
+	targetVersion, err := pg.ServerVersion(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	// Either way: after a cutover the new server is the source of the way back.
+	older := min(sourceVersion.Major, targetVersion.Major)
+	newerGrant := func(o schemaObject) bool { return o.Kind == "grant" && privilegeNewerThan(o.Name, older) }
+	targetObjects = slices.DeleteFunc(targetObjects, newerGrant)
+	sourceObjects = slices.DeleteFunc(sourceObjects, newerGrant)
 	expected := sourceObjects[:0:0]
 	for _, o := range sourceObjects {
 		if inMigration(o, selection, skipped) {
@@ -135,13 +141,13 @@ func CompareSchemas(ctx context.Context, source, target *pgx.Conn, selection con
 	return diffObjects(expected, targetObjects), nil
 }
 
-// privilegesAdded are privileges a major introduced; an owner's full privileges on a newer
-// target include them although the source could not grant them.
+// privilegesAdded are privileges a major introduced; an owner's full privileges on the
+// newer server include them although the older one cannot hold them.
 var privilegesAdded = map[string]int{"MAINTAIN": 17}
 
-func privilegeNewerThan(grant string, sourceMajor int) bool {
+func privilegeNewerThan(grant string, olderMajor int) bool {
 	for privilege, major := range privilegesAdded {
-		if sourceMajor < major && strings.Contains(grant, " "+privilege+" to ") {
+		if olderMajor < major && strings.Contains(grant, " "+privilege+" to ") {
 			return true
 		}
 	}
