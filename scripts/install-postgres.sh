@@ -117,3 +117,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     command -v "$tool" >/dev/null || die "$tool is still missing after installing postgresql-client"
   done
 fi
+# PgBouncer, for the tests that cut over through a pooler.
+if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
+  say "pgbouncer missing: installing it"
+  apt_install pgbouncer
+  [ -x /usr/sbin/pgbouncer ] || die "pgbouncer is still missing after installing it"
+fi

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgleap/pgleap/internal/cutover"
+	"github.com/pgleap/pgleap/internal/pg"
 )
 
 func init() { commands = append(commands, newCutoverCommand, newRollbackCommand) }
@@ -21,6 +22,7 @@ func defaultCutoverOptions() cutover.Options {
 
 func newCutoverCommand(c *cli) *cobra.Command {
 	opts := defaultCutoverOptions()
+	var pooler poolerFlags
 	cmd := &cobra.Command{
 		Use:   "cutover",
 		Short: "Hand the writes from the source to the target, with seconds of write downtime",
@@ -33,7 +35,10 @@ schemas are the same, and no transaction on the source is older than --long-tran
 
 Then it freezes writes on the source database: new sessions are refused to every role but
 superusers (connection limit 0), every session starts read-only, and the sessions open are
-ended (never pgleap's, never replication). It waits until pgleap migrate has applied
+ended (never pgleap's, never replication). With --pgbouncer it first pauses the PgBouncer
+entry the application goes through (PAUSE: clients wait instead of failing; pool_mode must
+be transaction), and once the target is open points the entry at it in
+--pgbouncer-databases-file, reloads and resumes: the application sees a pause, not an error. It waits until pgleap migrate has applied
 everything committed before the freeze and holds it there, copies every sequence's value
 and the large objects changed since the copy, refreshes materialized views with
 --refresh-matviews, verifies (--verify counts, full or none), and opens the target (lifts
@@ -54,9 +59,9 @@ The source stays frozen after the cutover, so that nothing writes to it by mista
 
 Exit status: 0 cut over, 1 not ready or undone (the reason is printed), 2 could not run.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return c.runCutover(cmd, opts, cutover.Run) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return c.runCutover(cmd, opts, pooler, cutover.Run) },
 	}
-	addCutoverFlags(cmd, &opts)
+	addCutoverFlags(cmd, &opts, &pooler)
 	cmd.Flags().BoolVar(&opts.NoReverse, "no-reverse", false, "cut over without streaming the new server's changes back to the old one")
 	cmd.Flags().StringVar(&opts.SwitchCommand, "switch-command", "", "run with sh once the target is open, to point the application at it")
 	return cmd
@@ -64,6 +69,7 @@ Exit status: 0 cut over, 1 not ready or undone (the reason is printed), 2 could 
 
 func newRollbackCommand(c *cli) *cobra.Command {
 	opts := defaultCutoverOptions()
+	var pooler poolerFlags
 	cmd := &cobra.Command{
 		Use:   "rollback",
 		Short: "Give the writes back to the old server after a cutover, losing nothing",
@@ -80,15 +86,21 @@ Any failure, or Ctrl-C, undoes it: the target takes writes again and the way bac
 
 Exit status: 0 rolled back, 1 not ready or undone (the reason is printed), 2 could not run.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return c.runCutover(cmd, opts, cutover.Rollback) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return c.runCutover(cmd, opts, pooler, cutover.Rollback) },
 	}
-	addCutoverFlags(cmd, &opts)
+	addCutoverFlags(cmd, &opts, &pooler)
 	cmd.Flags().StringVar(&opts.SwitchCommand, "switch-command", "", "run with sh once the source is open again, to point the application at it")
 	return cmd
 }
 
-func addCutoverFlags(cmd *cobra.Command, opts *cutover.Options) {
+// poolerFlags are the flags of a PgBouncer in front of the application.
+type poolerFlags struct{ admin, database, databasesFile string }
+
+func addCutoverFlags(cmd *cobra.Command, opts *cutover.Options, pooler *poolerFlags) {
 	f := cmd.Flags()
+	f.StringVar(&pooler.admin, "pgbouncer", "", "connection string of the admin console of the PgBouncer the application goes through: it is paused and switched instead of writes failing")
+	f.StringVar(&pooler.database, "pgbouncer-database", "", "the PgBouncer [databases] entry the application uses (default: the source's database name)")
+	f.StringVar(&pooler.databasesFile, "pgbouncer-databases-file", "", "the file holding that entry, which pgleap rewrites and PgBouncer reloads")
 	f.DurationVar(&opts.MaxLag, "max-lag", opts.MaxLag, "refuse when the apply is further behind than this")
 	f.DurationVar(&opts.LongTransaction, "long-transaction", opts.LongTransaction, "a transaction open longer than this on the side to freeze blocks it")
 	f.BoolVar(&opts.TerminateLong, "terminate-long", false, "let the freeze end long transactions instead of refusing")
@@ -99,8 +111,10 @@ func addCutoverFlags(cmd *cobra.Command, opts *cutover.Options) {
 	f.DurationVar(&opts.DrainTimeout, "drain-timeout", opts.DrainTimeout, "undo when the apply has not caught up with the frozen side after this long")
 }
 
-func (c *cli) runCutover(cmd *cobra.Command, opts cutover.Options, run func(context.Context, cutover.Options) (*cutover.Result, error)) error {
+func (c *cli) runCutover(cmd *cobra.Command, opts cutover.Options, pooler poolerFlags, run func(context.Context, cutover.Options) (*cutover.Result, error)) error {
 	switch {
+	case (pooler.admin == "") != (pooler.databasesFile == ""):
+		return &usageError{errors.New("--pgbouncer and --pgbouncer-databases-file go together")}
 	case opts.Verify != "counts" && opts.Verify != "full" && opts.Verify != "none":
 		return &usageError{fmt.Errorf("--verify %q: want counts, full or none", opts.Verify)}
 	case opts.MaxLag <= 0 || opts.LongTransaction <= 0 || opts.DrainTimeout <= 0 || opts.Jobs < 1:
@@ -111,6 +125,16 @@ func (c *cli) runCutover(cmd *cobra.Command, opts cutover.Options, run func(cont
 		return err
 	}
 	opts.Source, opts.Target, opts.Logger = resolved.Source, resolved.Target, c.logger
+	if pooler.admin != "" {
+		if pooler.database == "" {
+			cfg, err := pg.ParseConfig(pg.Source, resolved.Source)
+			if err != nil {
+				return &usageError{err}
+			}
+			pooler.database = cfg.Database
+		}
+		opts.Pooler = &cutover.Pooler{Admin: pooler.admin, Database: pooler.database, DatabasesFile: pooler.databasesFile}
+	}
 	result, err := run(cmd.Context(), opts)
 	if result != nil {
 		if writeErr := c.output(result, func(w io.Writer) error { return writeCutoverResult(w, result, opts.DryRun) }); writeErr != nil {

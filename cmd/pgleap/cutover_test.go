@@ -29,14 +29,19 @@ type cutoverSetup struct {
 }
 
 type migrateProcess struct {
-	wait func() error
-	stop func()
-	out  func() string
+	wait    func() error
+	stop    func()
+	out     func() string
+	process *os.Process
 }
 
-func setUpCutover(t *testing.T) *cutoverSetup {
+// setUpCutover uses target, or the package's shared target server when nil.
+func setUpCutover(t *testing.T, target *pgtest.Server) *cutoverSetup {
 	t.Helper()
-	s := &cutoverSetup{source: pgtest.Shared(t, pgtest.SourceMajor()), target: pgtest.Shared(t, pgtest.TargetMajor())}
+	if target == nil {
+		target = pgtest.Shared(t, pgtest.TargetMajor())
+	}
+	s := &cutoverSetup{source: pgtest.Shared(t, pgtest.SourceMajor()), target: target}
 	s.sourceDB, s.targetDB = s.source.CreateDatabase(t), s.target.CreateDatabase(t)
 	s.sourceConn, s.targetConn = s.source.ConnString(s.sourceDB), s.target.ConnString(s.targetDB)
 	s.appRole = "app_" + s.sourceDB
@@ -59,7 +64,7 @@ func setUpCutover(t *testing.T) *cutoverSetup {
 		}
 	})
 	cmd, out := startCLI(t, "migrate", "--jobs", "2", "--source", s.sourceConn, "--target", s.targetConn)
-	s.migrate = &migrateProcess{wait: cmd.Wait, stop: func() { cmd.Process.Signal(syscall.SIGINT) }, out: out.String}
+	s.migrate = &migrateProcess{wait: cmd.Wait, stop: func() { cmd.Process.Signal(syscall.SIGINT) }, out: out.String, process: cmd.Process}
 	waitFor(t, "migrate to stream", func() bool { return scalar(t, s.sourceConn, streamingSQL) == "1" })
 	return s
 }
@@ -77,6 +82,10 @@ type writer struct {
 	errors  []string
 	// switched[k] is how many items were acknowledged when it moved to servers[k+1].
 	switched []int
+	// simple: through PgBouncer in transaction pooling, no prepared statements.
+	simple bool
+	// longest is the longest a write took, from its start to its acknowledgement.
+	longest time.Duration
 }
 
 // run writes to servers[0] until switchFiles[0] exists, then to servers[1] until
@@ -104,13 +113,21 @@ func (w *writer) run(ctx context.Context, servers, switchFiles []string) {
 			}
 		}
 		if conn == nil {
-			var err error
-			if conn, err = pgx.Connect(ctx, servers[at]); err != nil {
+			cfg, err := pgx.ParseConfig(servers[at])
+			if err != nil {
+				w.fail(err)
+				continue
+			}
+			if w.simple {
+				cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+			}
+			if conn, err = pgx.ConnectConfig(ctx, cfg); err != nil {
 				w.fail(err)
 				continue
 			}
 		}
 		var event int64
+		start := time.Now()
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, "INSERT INTO items VALUES ($1, 'written to '||current_setting('server_version_num'))", i); err != nil {
 				return err
@@ -130,8 +147,22 @@ func (w *writer) run(ctx context.Context, servers, switchFiles []string) {
 		w.mu.Lock()
 		w.items, w.events = append(w.items, i), append(w.events, event)
 		w.counted++
+		w.longest = max(w.longest, time.Since(start))
 		w.mu.Unlock()
 	}
+}
+
+// wrote reports whether n items were acknowledged since from were.
+func (w *writer) wrote(from, n int) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.items) >= from+n
+}
+
+func (w *writer) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.items)
 }
 
 // moved reports whether the writer has moved k times and written n items since.
@@ -192,7 +223,7 @@ type cutoverJSON struct {
 // acknowledged, on either server, is where it must be afterwards; sequence values go on
 // from where the other side left them.
 func TestCutoverAndRollbackWithoutPooler(t *testing.T) {
-	s := setUpCutover(t)
+	s := setUpCutover(t, nil)
 	dir := t.TempDir()
 	switched, switchedBack := filepath.Join(dir, "switched"), filepath.Join(dir, "switched-back")
 	w := &writer{}
@@ -269,10 +300,66 @@ func TestCutoverAndRollbackWithoutPooler(t *testing.T) {
 		pg.QuoteIdent(s.targetDB)))
 }
 
+// TestCutoverAndRollbackThroughPgBouncer: the application writes every 10 ms through
+// PgBouncer while pgleap cuts over and rolls back; it sees no error, only pauses, and every
+// write it saw acknowledged is on the old server at the end.
+func TestCutoverAndRollbackThroughPgBouncer(t *testing.T) {
+	s := setUpCutover(t, nil)
+	bouncer := pgtest.StartPgBouncer(t, "app", s.source, s.sourceDB, s.appRole)
+	w := &writer{simple: true}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.run(ctx, []string{bouncer.ConnString("app", s.appRole)}, nil)
+	}()
+	waitFor(t, "the application's writes to reach the target", func() bool {
+		return scalar(t, s.targetConn, "SELECT count(*) >= 30 FROM items") == "true"
+	})
+	args := []string{"--json", "--source", s.sourceConn, "--target", s.targetConn, "--pgbouncer", bouncer.AdminConnString(),
+		"--pgbouncer-database", "app", "--pgbouncer-databases-file", bouncer.DatabasesFile}
+	for _, command := range []string{"cutover", "rollback"} {
+		code, stdout, stderr := pgleap(t, nil, append([]string{command}, args...)...)
+		var r cutoverJSON
+		if err := json.Unmarshal([]byte(stdout), &r); err != nil || code != exitOK || !r.Done {
+			t.Fatalf("%s: exit %d, %v\n%s%s\nmigrate:\n%s", command, code, err, stdout, stderr, s.migrate.out())
+		}
+		t.Logf("%s: writes paused %.0f ms", command, r.WritePauseMS)
+		n := w.count()
+		waitFor(t, "the application to write after "+command, func() bool { return w.wrote(n, 30) })
+		if command == "cutover" {
+			onTarget := scalar(t, s.targetConn, "SELECT max(id) FROM items")
+			waitFor(t, "the writes on the target to stream back", func() bool {
+				return scalar(t, s.sourceConn, "SELECT count(*) FROM items WHERE id = "+onTarget) == "1"
+			})
+		}
+	}
+	stop()
+	<-done
+	if err := s.migrate.wait(); err != nil || !strings.Contains(s.migrate.out(), "rolled back") {
+		t.Errorf("migrate through cutover and rollback: %v\n%s", err, s.migrate.out())
+	}
+	w.check(t, s.sourceConn)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, e := range w.errors {
+		if !strings.Contains(e, "context canceled") {
+			t.Errorf("through PgBouncer the application saw an error: %s", e)
+		}
+	}
+	if w.longest >= 2*time.Second {
+		t.Errorf("the longest write took %s through PgBouncer, want under 2 s", w.longest)
+	}
+	t.Logf("%d writes acknowledged through PgBouncer; the longest took %s", len(w.items), w.longest.Round(time.Millisecond))
+	s.target.Exec(t, s.targetDB, fmt.Sprintf("BEGIN READ WRITE; ALTER DATABASE %[1]s CONNECTION LIMIT -1; ALTER DATABASE %[1]s RESET default_transaction_read_only; COMMIT",
+		pg.QuoteIdent(s.targetDB)))
+}
+
 // TestCutoverUndone: a target that differs from the source fails the final verification;
 // the cutover is undone, the source takes writes again and the migration streams on.
 func TestCutoverUndone(t *testing.T) {
-	s := setUpCutover(t)
+	s := setUpCutover(t, nil)
 	args := []string{"cutover", "--source", s.sourceConn, "--target", s.targetConn}
 
 	code, stdout, _ := pgleap(t, nil, append(args, "--dry-run")...)
@@ -323,4 +410,54 @@ func intArray(ids []int) string {
 		parts[i] = fmt.Sprint(id)
 	}
 	return "{" + strings.Join(parts, ",") + "}"
+}
+
+// TestCutoverUndoneWhenTheTargetCrashes crashes the target while the cutover waits for the
+// apply: the cutover is undone, the source takes writes again and the migration streams on.
+func TestCutoverUndoneWhenTheTargetCrashes(t *testing.T) {
+	target := pgtest.Start(t, pgtest.TargetMajor(), pgtest.Options{Durable: true})
+	s := setUpCutover(t, target)
+	s.source.Exec(t, s.sourceDB, "INSERT INTO items SELECT g, 'x' FROM generate_series(1, 100) g")
+	waitFor(t, "the rows to reach the target", func() bool { return scalar(t, s.targetConn, "SELECT count(*) FROM items") == "100" })
+	// The apply stands still, so the cutover waits for it in its third step.
+	if err := s.migrate.process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		code           int
+		stdout, stderr string
+	}
+	finished := make(chan outcome, 1)
+	go func() {
+		code, stdout, stderr := pgleap(t, nil, "cutover", "--source", s.sourceConn, "--target", s.targetConn, "--drain-timeout", "2m")
+		finished <- outcome{code, stdout, stderr}
+	}()
+	waitFor(t, "the cutover to wait for the apply", func() bool {
+		return scalar(t, s.targetConn, "SELECT count(*) FROM pgleap.cutover WHERE finished_at IS NULL AND timeline::text LIKE '%freeze writes%'") == "1"
+	})
+	if err := target.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.migrate.process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	o := <-finished
+	if o.code != exitAnswerNo || !strings.Contains(o.stdout, "undone:") {
+		t.Fatalf("cutover with the target crashing: exit %d\n%s%s", o.code, o.stdout, o.stderr)
+	}
+	app, err := pgx.Connect(context.Background(), appConn(s.sourceConn, s.appRole))
+	if err != nil {
+		t.Fatalf("the application cannot connect to the source after the undone cutover: %v", err)
+	}
+	defer app.Close(context.Background())
+	if _, err := app.Exec(context.Background(), "INSERT INTO items VALUES (1000, 'after the undone cutover')"); err != nil {
+		t.Fatalf("the application cannot write to the source after the undone cutover: %v", err)
+	}
+	waitFor(t, "the write after the undone cutover to reach the target", func() bool {
+		return scalar(t, s.targetConn, "SELECT count(*) FROM items WHERE id = 1000") == "1"
+	})
+	s.migrate.stop()
+	if err := s.migrate.wait(); err != nil {
+		t.Errorf("migrate after Ctrl-C: %v\n%s", err, s.migrate.out())
+	}
 }

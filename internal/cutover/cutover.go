@@ -44,6 +44,9 @@ type Options struct {
 	RefreshMatviews bool
 	// SwitchCommand, run with sh once the target is open, points the application at it.
 	SwitchCommand string
+	// Pooler, when set, is the PgBouncer the application goes through: paused during the
+	// cutover and pointed at the target, instead of writes failing.
+	Pooler *Pooler
 	DryRun        bool
 	Jobs          int
 	// DrainTimeout bounds the wait for the apply to catch up with the frozen source.
@@ -114,6 +117,7 @@ type cutover struct {
 	open func(ctx context.Context) error
 	// donePhase is the target's phase once done.
 	donePhase string
+	pooler    *pooler
 }
 
 // Run runs a cutover. It returns the result with ErrNotReady when a preflight check failed
@@ -128,8 +132,8 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	defer source.Close(context.Background())
-	defer target.Close(context.Background())
 	c := &cutover{opts: opts, source: source, target: target, result: &Result{}}
+	defer func() { c.target.Close(context.Background()) }() // reconnectTarget may replace it
 	c.open, c.donePhase = c.liftGuard, state.PhaseCutoverDone
 	if !opts.NoReverse {
 		c.donePhase = state.PhaseReverseStreaming
@@ -141,6 +145,13 @@ func (c *cutover) run(ctx context.Context) (*Result, error) {
 	opts := c.opts
 	if err := c.load(ctx); err != nil {
 		return nil, err
+	}
+	if opts.Pooler != nil {
+		var err error
+		if c.pooler, err = openPooler(ctx, *opts.Pooler); err != nil {
+			return nil, err
+		}
+		defer c.pooler.close()
 	}
 	if err := c.undoEarlier(ctx); err != nil {
 		return c.result, err
@@ -222,6 +233,9 @@ func (c *cutover) undoEarlier(ctx context.Context) error {
 		}
 		c.undo = &u
 	}
+	if c.pooler != nil {
+		c.pooler.paused = true // it may have been left paused; RESUME says so if not
+	}
 	c.result.Steps = nil
 	if err := json.Unmarshal(earlier.Timeline, &c.result.Steps); err != nil {
 		return fmt.Errorf("read the earlier cutover's steps: %w", err)
@@ -246,18 +260,55 @@ func (c *cutover) undoEarlier(ctx context.Context) error {
 // undoFrozen guards the target again if it was opened, lets the apply go on, unfreezes the
 // source and records the cutover undone.
 func (c *cutover) undoFrozen(ctx context.Context, reason string) error {
+	// The source first: it needs no target, which may be what failed.
+	var unfreezeErr error
+	if c.undo != nil {
+		unfreezeErr = unfreeze(ctx, c.source, *c.undo)
+	}
+	if err := c.reconnectTarget(ctx); err != nil {
+		return errors.Join(unfreezeErr, err)
+	}
 	var guardErr error
 	if c.guardLifted {
 		guardErr = cdc.SetTargetGuard(ctx, c.target, true)
 	}
 	_, releaseErr := state.ReleaseHold(ctx, c.target)
-	var unfreezeErr error
-	if c.undo != nil {
-		unfreezeErr = unfreeze(ctx, c.source, *c.undo)
-	}
 	reverseErr := c.dropReverse(ctx)
+	var poolerErr error
+	if c.pooler != nil {
+		// Last: the clients it held go back to the source, which takes writes again.
+		poolerErr = errors.Join(c.pooler.restore(ctx), c.pooler.resume(ctx))
+		if poolerErr != nil && strings.Contains(poolerErr.Error(), "not paused") {
+			poolerErr = nil
+		}
+	}
 	finishErr := state.FinishCutover(ctx, c.target, c.id, state.CutoverUndone, "", reason, 0, c.result.Steps)
-	return errors.Join(guardErr, releaseErr, unfreezeErr, reverseErr, finishErr)
+	return errors.Join(guardErr, releaseErr, unfreezeErr, reverseErr, poolerErr, finishErr)
+}
+
+// reconnectTarget opens a new connection to the target when the cutover's broke (the
+// target restarted), waiting up to a minute for it to come back: the undo must record
+// itself there and let the apply go on.
+func (c *cutover) reconnectTarget(ctx context.Context) error {
+	if !c.target.IsClosed() {
+		return nil
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		conn, err := pg.Connect(ctx, pg.Target, c.opts.Target)
+		if err == nil {
+			c.target = conn
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("undo on the target: %w: once it is back, run pgleap cutover again: it finishes undoing this one first", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // preflight runs the checks; false when one failed.
@@ -375,6 +426,11 @@ func (c *cutover) steps(ctx context.Context) error {
 			return err
 		}
 		c.undo, c.frozenAt = &u, time.Now()
+		if c.pooler != nil {
+			if err := c.pooler.pause(ctx); err != nil {
+				return err
+			}
+		}
 		if err := freeze(ctx, c.source, u); err != nil {
 			return err
 		}
@@ -427,6 +483,14 @@ func (c *cutover) steps(ctx context.Context) error {
 	return c.step(ctx, stepOpen, func(ctx context.Context) error {
 		if err := c.open(ctx); err != nil {
 			return err
+		}
+		if c.pooler != nil {
+			if err := c.pooler.pointAt(ctx, c.opts.Target); err != nil {
+				return err
+			}
+			if err := c.pooler.resume(ctx); err != nil {
+				return err
+			}
 		}
 		pause := time.Since(c.frozenAt)
 		c.result.WritePauseMS = float64(pause) / float64(time.Millisecond)
