@@ -47,8 +47,8 @@ type Options struct {
 	// Pooler, when set, is the PgBouncer the application goes through: paused during the
 	// cutover and pointed at the target, instead of writes failing.
 	Pooler *Pooler
-	DryRun        bool
-	Jobs          int
+	DryRun bool
+	Jobs   int
 	// DrainTimeout bounds the wait for the apply to catch up with the frozen source.
 	DrainTimeout time.Duration
 	Logger       *slog.Logger
