@@ -27,7 +27,10 @@ func newCleanupCommand(c *cli) *cobra.Command {
 		Long: `Destructive: cleanup ends a migration's footprint. On the source it drops the replication
 slot and the publication the migration streams from (so the source stops keeping WAL for
 it); on the target it lifts the read-only guard and drops the pgleap schema, where the
-migration's progress is recorded.
+migration's progress is recorded. After a cutover that kept the way back, it also drops
+that: the slot and publication on the target, the pgleap schema on the source. It does not
+unfreeze a side a cutover or rollback froze: that is ALTER DATABASE ... CONNECTION LIMIT and
+RESET default_transaction_read_only, by hand, once nothing points at it.
 The copied objects and rows stay on the target: drop and recreate the target database to
 start over from nothing.
 
@@ -73,6 +76,25 @@ migration, which needs an empty target database.`,
 						return err
 					}
 					res.Target = append(res.Target, "the read-only guard of the target database")
+				}
+				// The way back of a cutover: its slot and publication on the target, the
+				// pgleap schema that follows them on the source.
+				if back, ok, err := state.LoadReverse(ctx, target); err != nil {
+					return err
+				} else if ok {
+					dropped, err := datacopy.DropStream(ctx, target, back)
+					res.Target = append(res.Target, dropped...)
+					if err != nil {
+						return err
+					}
+					if onSource, err := state.Exists(ctx, source); err != nil {
+						return err
+					} else if onSource {
+						if err := state.Drop(ctx, source); err != nil {
+							return err
+						}
+						res.Source = append(res.Source, "schema pgleap (the way back)")
+					}
 				}
 				if err := state.Drop(ctx, target); err != nil {
 					return err

@@ -352,6 +352,13 @@ func TestCutoverAndRollbackThroughPgBouncer(t *testing.T) {
 		t.Errorf("the longest write took %s through PgBouncer, want under 2 s", w.longest)
 	}
 	t.Logf("%d writes acknowledged through PgBouncer; the longest took %s", len(w.items), w.longest.Round(time.Millisecond))
+	code, stdout, stderr := pgleap(t, nil, "cleanup", "--source", s.sourceConn, "--target", s.targetConn)
+	if code != exitOK || !strings.Contains(stdout, "replication slot pgleap_back_") || !strings.Contains(stdout, "dropped on the source: schema pgleap (the way back)") {
+		t.Errorf("cleanup after the rollback: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if n := scalar(t, s.targetConn, "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()"); n != "0" {
+		t.Errorf("cleanup left %s slots on the target", n)
+	}
 	s.target.Exec(t, s.targetDB, fmt.Sprintf("BEGIN READ WRITE; ALTER DATABASE %[1]s CONNECTION LIMIT -1; ALTER DATABASE %[1]s RESET default_transaction_read_only; COMMIT",
 		pg.QuoteIdent(s.targetDB)))
 }
@@ -398,10 +405,33 @@ func TestCutoverUndone(t *testing.T) {
 	if got := scalar(t, s.targetConn, "SELECT phase || ' ' || (SELECT outcome FROM pgleap.cutover) FROM pgleap.migration"); got != "streaming undone" {
 		t.Errorf("phase and cutover outcome: %s", got)
 	}
-	s.migrate.stop()
-	if err := s.migrate.wait(); err != nil {
-		t.Errorf("migrate after Ctrl-C: %v\n%s", err, s.migrate.out())
+
+	// Mended on the source too, the two agree again: a cutover without the way back.
+	if _, err := app.Exec(context.Background(), "UPDATE items SET note = 'forked' WHERE id = 7; INSERT INTO items VALUES (1001, 'marker')"); err != nil {
+		t.Fatal(err)
 	}
+	app.Close(context.Background())
+	waitFor(t, "the mend to reach the target", func() bool { return scalar(t, s.targetConn, "SELECT count(*) FROM items WHERE id = 1001") == "1" })
+	// The cutover refuses while the last verification differed: one that finds them equal first.
+	if code, stdout, _ := pgleap(t, nil, "verify", "--source", s.sourceConn, "--target", s.targetConn); code != exitOK {
+		t.Fatalf("verify after the mend: exit %d\n%s", code, stdout)
+	}
+	code, stdout, stderr = pgleap(t, nil, append(args, "--no-reverse", "--verify", "full")...)
+	if code != exitOK || !strings.Contains(stdout, "done: the other side takes the writes") {
+		t.Fatalf("cutover --no-reverse: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if err := s.migrate.wait(); err != nil || !strings.Contains(s.migrate.out(), "the target took over") || strings.Contains(s.migrate.out(), "streaming the target's changes back") {
+		t.Errorf("migrate after a cutover without the way back: %v\n%s", err, s.migrate.out())
+	}
+	code, _, stderr = pgleap(t, nil, "migrate", "--source", s.sourceConn, "--target", s.targetConn)
+	if code != exitCannotRun || !strings.Contains(stderr, "was cut over") {
+		t.Errorf("migrate after the cutover: exit %d, %s", code, stderr)
+	}
+	if phase := scalar(t, s.targetConn, "SELECT phase FROM pgleap.migration"); phase != "cutover-done" {
+		t.Errorf("phase after a cutover without the way back: %s", phase)
+	}
+	s.source.Exec(t, s.sourceDB, fmt.Sprintf("BEGIN READ WRITE; ALTER DATABASE %[1]s CONNECTION LIMIT -1; ALTER DATABASE %[1]s RESET default_transaction_read_only; COMMIT",
+		pg.QuoteIdent(s.sourceDB)))
 }
 
 func intArray(ids []int) string {

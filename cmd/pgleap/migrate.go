@@ -116,10 +116,16 @@ streaming from the last change the target committed.`,
 				stats, err := cdc.Stream(ctx, cdc.Options{Source: opts.Source, Target: opts.Target, Logger: c.logger})
 				if errors.Is(err, cdc.ErrCutOver) {
 					fmt.Fprintln(c.stdout, "the target took over from the source (pgleap cutover): nothing streams from the source any more")
-					if reverse, err := afterCutover(ctx, opts.Source, opts.Target); err != nil || !reverse {
-						return err
+					reverse, err := afterCutover(ctx, opts.Source, opts.Target)
+					if reverse {
+						return c.streamBack(ctx, opts.Source, opts.Target)
 					}
-					return c.streamBack(ctx, opts.Source, opts.Target)
+					// Without the way back, the migrate's work is over: afterCutover says so.
+					var over *cutOverError
+					if errors.As(err, &over) {
+						return nil
+					}
+					return err
 				}
 				if err != nil {
 					return err
@@ -198,14 +204,19 @@ func afterCutover(ctx context.Context, source, target string) (reverse bool, err
 	case phase == state.PhaseReverseStreaming:
 		return true, nil
 	case phase == state.PhaseCutoverDone:
-		return false, fmt.Errorf("the migration was cut over at %s: the target takes the writes now and there is nothing to migrate; pgleap cleanup ends the migration",
-			since.Format(time.RFC3339))
+		return false, &cutOverError{fmt.Sprintf("the migration was cut over at %s: the target takes the writes now and there is nothing to migrate; pgleap cleanup ends the migration",
+			since.Format(time.RFC3339))}
 	case phase == state.PhaseRolledBack:
-		return false, fmt.Errorf("the migration was rolled back at %s: the source takes the writes again; pgleap cleanup ends the migration",
-			since.Format(time.RFC3339))
+		return false, &cutOverError{fmt.Sprintf("the migration was rolled back at %s: the source takes the writes again; pgleap cleanup ends the migration",
+			since.Format(time.RFC3339))}
 	}
 	return false, nil
 }
+
+// cutOverError refuses a migrate after the target took over, or gave the writes back.
+type cutOverError struct{ message string }
+
+func (e *cutOverError) Error() string { return e.message }
 
 // streamBack streams the new server's changes to the old one after a cutover, until
 // Ctrl-C or a rollback.

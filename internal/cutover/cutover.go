@@ -480,6 +480,22 @@ func (c *cutover) steps(ctx context.Context) error {
 			return err
 		}
 	}
+	err = c.step(ctx, "confirm the freeze held", func(ctx context.Context) error {
+		// Only a superuser could have connected since; had one written, the verification
+		// may not show it (--verify counts): nobody but pgleap may be there at all.
+		rows, err := c.source.Query(ctx, "SELECT format('pid %s (%s, %s)', pid, usename, coalesce(nullif(application_name, ''), 'no application name')) "+otherSessions)
+		if err != nil {
+			return err
+		}
+		sessions, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err == nil && len(sessions) > 0 {
+			err = fmt.Errorf("sessions connected to the frozen source: %s", strings.Join(sessions, "; "))
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
 	return c.step(ctx, stepOpen, func(ctx context.Context) error {
 		if err := c.open(ctx); err != nil {
 			return err
