@@ -189,8 +189,11 @@ func writeCutoverResult(w io.Writer, r *cutover.Result, dryRun bool) error {
 	case r.Done:
 		fmt.Fprintf(&b, "done: the other side takes the writes; writes paused for %.0f ms (%d sequences copied, %d large objects copied again)\n",
 			r.WritePauseMS, r.Sequences, r.LargeObjects)
-		if r.SwitchError != "" {
+		switch {
+		case r.SwitchError != "":
 			fmt.Fprintf(&b, "the switch command failed: %s\n", r.SwitchError)
+		case !r.Switched:
+			b.WriteString("now point the application at the other side: its connection string, DNS name or service entry (--switch-command or --pgbouncer do it next time)\n")
 		}
 		b.WriteString("the side that gave up the writes stays frozen (connection limit 0, read-only)\n")
 	case r.Undone != "":

@@ -255,6 +255,13 @@ func TestCutoverAndRollbackWithoutPooler(t *testing.T) {
 	if phase := scalar(t, s.targetConn, "SELECT phase FROM pgleap.migration"); phase != "reverse-streaming" {
 		t.Errorf("phase after the cutover: %s", phase)
 	}
+	// Stopped and started again, pgleap migrate resumes the way back, not the forward stream.
+	s.migrate.stop()
+	if err := s.migrate.wait(); err != nil || !strings.Contains(s.migrate.out(), "streaming the target's changes back") {
+		t.Fatalf("migrate after the cutover, stopped: %v\n%s", err, s.migrate.out())
+	}
+	cmd, out := startCLI(t, "migrate", "--source", s.sourceConn, "--target", s.targetConn)
+	s.migrate = &migrateProcess{wait: cmd.Wait, stop: func() { cmd.Process.Signal(syscall.SIGINT) }, out: out.String, process: cmd.Process}
 	// The old server is frozen for the application, and follows the new one.
 	if conn, err := pgx.Connect(context.Background(), appConn(s.sourceConn, s.appRole)); err == nil {
 		conn.Close(context.Background())
@@ -274,8 +281,8 @@ func TestCutoverAndRollbackWithoutPooler(t *testing.T) {
 		t.Fatalf("rollback: exit %d, %v\n%s%s\nschemas:\n%s\nmigrate:\n%s", code, err, stdout, stderr, schemaOut, s.migrate.out())
 	}
 	t.Logf("rollback: writes paused %.0f ms", r.WritePauseMS)
-	if err := s.migrate.wait(); err != nil || !strings.Contains(s.migrate.out(), "the target took over") || !strings.Contains(s.migrate.out(), "rolled back") {
-		t.Errorf("migrate through cutover and rollback: %v\n%s", err, s.migrate.out())
+	if err := s.migrate.wait(); err != nil || !strings.Contains(s.migrate.out(), "streaming the target's changes back") || !strings.Contains(s.migrate.out(), "rolled back") {
+		t.Errorf("migrate streaming back through the rollback: %v\n%s", err, s.migrate.out())
 	}
 	waitFor(t, "the application to write to the source again", func() bool { return w.moved(2, 30) })
 	stop()

@@ -78,13 +78,16 @@ type Result struct {
 	Done         bool    `json:"done"`
 	// Undone is why the cutover was undone; the source is writable again and the migration
 	// streams as before.
-	Undone       string             `json:"undone,omitempty"`
-	FreezeLSN    string             `json:"freeze_lsn,omitempty"`
-	Sequences    int                `json:"sequences"`
-	LargeObjects int                `json:"large_objects_resynced"`
-	Verification *verify.RowReport  `json:"verification,omitempty"`
-	SwitchError  string             `json:"switch_error,omitempty"`
-	Earlier      *EarlierCutoverEnd `json:"earlier_cutover_undone,omitempty"`
+	Undone       string            `json:"undone,omitempty"`
+	FreezeLSN    string            `json:"freeze_lsn,omitempty"`
+	Sequences    int               `json:"sequences"`
+	LargeObjects int               `json:"large_objects_resynced"`
+	Verification *verify.RowReport `json:"verification,omitempty"`
+	SwitchError  string            `json:"switch_error,omitempty"`
+	// Switched is true when a switch command or the pooler pointed the application at the
+	// side that took over.
+	Switched bool               `json:"switched"`
+	Earlier  *EarlierCutoverEnd `json:"earlier_cutover_undone,omitempty"`
 }
 
 // EarlierCutoverEnd tells of a cutover whose process died, undone before this one started.
@@ -174,7 +177,7 @@ func (c *cutover) run(ctx context.Context) (*Result, error) {
 		}
 		return c.result, fmt.Errorf("%w: %w", ErrUndone, err)
 	}
-	c.result.Done = true
+	c.result.Done, c.result.Switched = true, c.pooler != nil
 	if opts.SwitchCommand != "" {
 		c.step(ctx, "run the switch command", func(ctx context.Context) error {
 			cmd := exec.CommandContext(ctx, "sh", "-c", opts.SwitchCommand)
@@ -183,6 +186,7 @@ func (c *cutover) run(ctx context.Context) (*Result, error) {
 				c.result.SwitchError = fmt.Sprintf("%v: %s", err, strings.TrimSpace(string(out)))
 				return errors.New(c.result.SwitchError)
 			}
+			c.result.Switched = true
 			return nil
 		})
 	}
