@@ -180,8 +180,13 @@ func (w *writer) check(t *testing.T, connString string) {
 	if got := scalar(t, connString, fmt.Sprintf("SELECT count(*) FROM items WHERE id = ANY('%s'::int[])", intArray(w.items))); got != fmt.Sprint(len(w.items)) {
 		t.Errorf("of %d acknowledged items, %s are there", len(w.items), got)
 	}
-	if got := scalar(t, connString, "SELECT n FROM counters WHERE id = 1"); got != fmt.Sprint(w.counted) {
-		t.Errorf("the counter is %s, %d increments were acknowledged", got, w.counted)
+	// A transaction that failed (a freeze ended its session, the test ended) may have
+	// committed all the same: the counter is at least what was acknowledged, and at most
+	// that plus the failed attempts.
+	var counter int64
+	fmt.Sscan(scalar(t, connString, "SELECT n FROM counters WHERE id = 1"), &counter)
+	if counter < w.counted || counter > w.counted+int64(len(w.errors)) {
+		t.Errorf("the counter is %d: %d increments were acknowledged, %d attempts failed", counter, w.counted, len(w.errors))
 	}
 	for i := 1; i < len(w.events); i++ {
 		if w.events[i] <= w.events[i-1] {
