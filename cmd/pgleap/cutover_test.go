@@ -69,6 +69,24 @@ func setUpCutover(t *testing.T, target *pgtest.Server) *cutoverSetup {
 	return s
 }
 
+// writesStreamAgain proves, after an undone cutover, that the application writes to the
+// source again and that its write streams to the target; it returns its connection.
+func (s *cutoverSetup) writesStreamAgain(t *testing.T) *pgx.Conn {
+	t.Helper()
+	app, err := pgx.Connect(context.Background(), appConn(s.sourceConn, s.appRole))
+	if err != nil {
+		t.Fatalf("the application cannot connect to the source after the undone cutover: %v", err)
+	}
+	t.Cleanup(func() { app.Close(context.Background()) })
+	if _, err := app.Exec(context.Background(), "INSERT INTO items VALUES (1000, 'after the undone cutover')"); err != nil {
+		t.Fatalf("the application cannot write to the source after the undone cutover: %v", err)
+	}
+	waitFor(t, "the write after the undone cutover to reach the target", func() bool {
+		return scalar(t, s.targetConn, "SELECT count(*) FROM items WHERE id = 1000") == "1"
+	})
+	return app
+}
+
 // appConn is a connection string as the application role.
 func appConn(connString, role string) string { return connString + " user=" + role }
 
@@ -402,18 +420,7 @@ func TestCutoverUndone(t *testing.T) {
 	if n := scalar(t, s.sourceConn, "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgleap'"); n != "0" {
 		t.Error("the undone cutover left a pgleap schema on the source")
 	}
-	// The source takes the application's writes again, and they stream to the target.
-	app, err := pgx.Connect(context.Background(), appConn(s.sourceConn, s.appRole))
-	if err != nil {
-		t.Fatalf("the application cannot connect to the source after the undone cutover: %v", err)
-	}
-	defer app.Close(context.Background())
-	if _, err := app.Exec(context.Background(), "INSERT INTO items VALUES (1000, 'after the undone cutover')"); err != nil {
-		t.Fatalf("the application cannot write to the source after the undone cutover: %v", err)
-	}
-	waitFor(t, "the write after the undone cutover to reach the target", func() bool {
-		return scalar(t, s.targetConn, "SELECT count(*) FROM items WHERE id = 1000") == "1"
-	})
+	app := s.writesStreamAgain(t)
 	if got := scalar(t, s.targetConn, "SELECT phase || ' ' || (SELECT outcome FROM pgleap.cutover) FROM pgleap.migration"); got != "streaming undone" {
 		t.Errorf("phase and cutover outcome: %s", got)
 	}
@@ -487,17 +494,7 @@ func TestCutoverUndoneWhenTheTargetCrashes(t *testing.T) {
 	if o.code != exitAnswerNo || !strings.Contains(o.stdout, "undone:") {
 		t.Fatalf("cutover with the target crashing: exit %d\n%s%s", o.code, o.stdout, o.stderr)
 	}
-	app, err := pgx.Connect(context.Background(), appConn(s.sourceConn, s.appRole))
-	if err != nil {
-		t.Fatalf("the application cannot connect to the source after the undone cutover: %v", err)
-	}
-	defer app.Close(context.Background())
-	if _, err := app.Exec(context.Background(), "INSERT INTO items VALUES (1000, 'after the undone cutover')"); err != nil {
-		t.Fatalf("the application cannot write to the source after the undone cutover: %v", err)
-	}
-	waitFor(t, "the write after the undone cutover to reach the target", func() bool {
-		return scalar(t, s.targetConn, "SELECT count(*) FROM items WHERE id = 1000") == "1"
-	})
+	s.writesStreamAgain(t).Close(context.Background())
 	s.migrate.stop()
 	if err := s.migrate.wait(); err != nil {
 		t.Errorf("migrate after Ctrl-C: %v\n%s", err, s.migrate.out())

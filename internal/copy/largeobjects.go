@@ -28,14 +28,9 @@ func copyLargeObjects(ctx context.Context, opts Options, snapshot *pg.Snapshot) 
 		return 0, err
 	}
 	defer w.close()
-	rows, err := w.source.Query(ctx, `SELECT oid, pg_catalog.pg_get_userbyid(lomowner), coalesce(lomacl::text[], '{}')
-		FROM pg_catalog.pg_largeobject_metadata ORDER BY oid`)
+	objects, err := listLargeObjects(ctx, w.source)
 	if err != nil {
-		return 0, fmt.Errorf("list large objects: %w", err)
-	}
-	objects, err := pgx.CollectRows(rows, pgx.RowToStructByPos[largeObject])
-	if err != nil {
-		return 0, fmt.Errorf("list large objects: %w", err)
+		return 0, err
 	}
 	err = pgx.BeginFunc(ctx, w.target, func(tx pgx.Tx) error {
 		for _, lo := range objects {
@@ -49,6 +44,20 @@ func copyLargeObjects(ctx context.Context, opts Options, snapshot *pg.Snapshot) 
 		return 0, fmt.Errorf("%w: run pgleap migrate again to resume", err)
 	}
 	return int64(len(objects)), nil
+}
+
+// listLargeObjects lists the large objects of conn's database with their owners and grants.
+func listLargeObjects(ctx context.Context, conn *pgx.Conn) ([]largeObject, error) {
+	rows, err := conn.Query(ctx, `SELECT oid, pg_catalog.pg_get_userbyid(lomowner), coalesce(lomacl::text[], '{}')
+		FROM pg_catalog.pg_largeobject_metadata ORDER BY oid`)
+	if err != nil {
+		return nil, fmt.Errorf("list large objects: %w", err)
+	}
+	objects, err := pgx.CollectRows(rows, pgx.RowToStructByPos[largeObject])
+	if err != nil {
+		return nil, fmt.Errorf("list large objects: %w", err)
+	}
+	return objects, nil
 }
 
 func copyLargeObject(ctx context.Context, source *pgx.Conn, target pgx.Tx, lo largeObject) error {
@@ -132,14 +141,9 @@ func ResyncLargeObjects(ctx context.Context, source, target *pgx.Conn) (int, err
 	if err != nil {
 		return 0, fmt.Errorf("read the target's large objects: %w", err)
 	}
-	rows, err := source.Query(ctx, `SELECT oid, pg_catalog.pg_get_userbyid(lomowner), coalesce(lomacl::text[], '{}')
-		FROM pg_catalog.pg_largeobject_metadata ORDER BY oid`)
+	objects, err := listLargeObjects(ctx, source)
 	if err != nil {
-		return 0, fmt.Errorf("list large objects: %w", err)
-	}
-	objects, err := pgx.CollectRows(rows, pgx.RowToStructByPos[largeObject])
-	if err != nil {
-		return 0, fmt.Errorf("list large objects: %w", err)
+		return 0, err
 	}
 	changed := 0
 	err = pgx.BeginFunc(ctx, target, func(tx pgx.Tx) error {
