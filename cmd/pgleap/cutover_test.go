@@ -500,3 +500,34 @@ func TestCutoverUndoneWhenTheTargetCrashes(t *testing.T) {
 		t.Errorf("migrate after Ctrl-C: %v\n%s", err, s.migrate.out())
 	}
 }
+
+// TestCutoverUndoneWhenTheFreezeIsBroken: a superuser, whom the freeze cannot keep out,
+// writes to the source while the cutover waits for the apply; the cutover finds the change
+// and is undone.
+func TestCutoverUndoneWhenTheFreezeIsBroken(t *testing.T) {
+	s := setUpCutover(t, nil)
+	if err := s.migrate.process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	finished := make(chan string, 1)
+	go func() {
+		code, stdout, stderr := pgleap(t, nil, "cutover", "--verify", "none", "--source", s.sourceConn, "--target", s.targetConn)
+		finished <- fmt.Sprintf("exit %d\n%s%s", code, stdout, stderr)
+	}()
+	waitFor(t, "the cutover to wait for the apply", func() bool {
+		return scalar(t, s.targetConn, "SELECT count(*) FROM pgleap.cutover WHERE finished_at IS NULL AND timeline::text LIKE '%freeze writes%'") == "1"
+	})
+	s.source.Exec(t, s.sourceDB, "BEGIN READ WRITE; INSERT INTO items VALUES (500, 'past the freeze'); COMMIT")
+	if err := s.migrate.process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	out := <-finished
+	if !strings.HasPrefix(out, "exit 1") || !strings.Contains(out, "undone: confirm the freeze held: 1 row changes") {
+		t.Fatalf("cutover with a write past the freeze:\n%s", out)
+	}
+	s.writesStreamAgain(t)
+	s.migrate.stop()
+	if err := s.migrate.wait(); err != nil {
+		t.Errorf("migrate after Ctrl-C: %v\n%s", err, s.migrate.out())
+	}
+}

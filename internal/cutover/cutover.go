@@ -421,6 +421,7 @@ func (c *cutover) step(ctx context.Context, name string, do func(context.Context
 // opens the target.
 func (c *cutover) steps(ctx context.Context) error {
 	var freezeLSN pglogrepl.LSN
+	var changesAtFreeze int64 // row changes the apply had applied, ever, when it held at the freeze
 	err := c.step(ctx, "freeze writes on the source", func(ctx context.Context) error {
 		u, err := readFreezeUndo(ctx, c.source)
 		if err != nil {
@@ -454,6 +455,11 @@ func (c *cutover) steps(ctx context.Context) error {
 		if err == nil && !held {
 			err = fmt.Errorf("the apply met a source transaction that committed after the freeze at %s: a session wrote past it", freezeLSN)
 		}
+		if err != nil {
+			return err
+		}
+		progress, err := state.LoadProgress(ctx, c.target)
+		changesAtFreeze = progress.Changes
 		return err
 	})
 	if err != nil {
@@ -485,17 +491,7 @@ func (c *cutover) steps(ctx context.Context) error {
 		}
 	}
 	err = c.step(ctx, "confirm the freeze held", func(ctx context.Context) error {
-		// Only a superuser could have connected since; had one written, the verification
-		// may not show it (--verify counts): nobody but pgleap may be there at all.
-		rows, err := c.source.Query(ctx, "SELECT format('pid %s (%s, %s)', pid, usename, coalesce(nullif(application_name, ''), 'no application name')) "+otherSessions)
-		if err != nil {
-			return err
-		}
-		sessions, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err == nil && len(sessions) > 0 {
-			err = fmt.Errorf("sessions connected to the frozen source: %s", strings.Join(sessions, "; "))
-		}
-		return err
+		return c.confirmFrozen(ctx, changesAtFreeze)
 	})
 	if err != nil {
 		return err
@@ -521,6 +517,47 @@ func (c *cutover) steps(ctx context.Context) error {
 		_, err := state.ReleaseHold(ctx, c.target)
 		return err
 	})
+}
+
+// confirmFrozen proves that nothing wrote to the migrated tables since the freeze: the
+// apply, held at the freeze, is let go on to the source's position now and must find no row
+// change on the way. Only a superuser could have written (the connection limit stops every
+// other role, and every new session starts read-only); nobody but pgleap may even be
+// connected.
+func (c *cutover) confirmFrozen(ctx context.Context, changesAtFreeze int64) error {
+	rows, err := c.source.Query(ctx, "SELECT format('pid %s (%s, %s)', pid, usename, coalesce(nullif(application_name, ''), 'no application name')) "+otherSessions)
+	if err != nil {
+		return err
+	}
+	sessions, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	if len(sessions) > 0 {
+		return fmt.Errorf("sessions connected to the frozen source: %s", strings.Join(sessions, "; "))
+	}
+	var now pglogrepl.LSN
+	if err := c.source.QueryRow(ctx, "SELECT pg_catalog.pg_current_wal_insert_lsn()").Scan(&now); err != nil {
+		return err
+	}
+	if _, err := state.RequestHold(ctx, c.target, now); err != nil {
+		return err
+	}
+	held, err := verify.WaitHold(ctx, c.source, c.target, c.repl.Slot, now, c.opts.DrainTimeout)
+	if err == nil && !held {
+		err = fmt.Errorf("the apply did not hold at %s", now)
+	}
+	if err != nil {
+		return err
+	}
+	progress, err := state.LoadProgress(ctx, c.target)
+	if err != nil {
+		return err
+	}
+	if n := progress.Changes - changesAtFreeze; n != 0 {
+		return fmt.Errorf("%d row changes to the migrated tables were committed on the source after the freeze (by a superuser, who can turn read-only off): end those sessions and cut over again", n)
+	}
+	return nil
 }
 
 // liftGuard opens the target: it lifts the guard pgleap migrate put on it, if any.
