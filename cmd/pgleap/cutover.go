@@ -38,12 +38,13 @@ superusers (connection limit 0), every session starts read-only, and the session
 ended (never pgleap's, never replication). With --pgbouncer it first pauses the PgBouncer
 entry the application goes through (PAUSE: clients wait instead of failing; pool_mode must
 be transaction), and once the target is open points the entry at it in
---pgbouncer-databases-file, reloads and resumes: the application sees a pause, not an error. It waits until pgleap migrate has applied
-everything committed before the freeze and holds it there, copies every sequence's value
-and the large objects changed since the copy, refreshes materialized views with
---refresh-matviews, verifies (--verify counts, full or none), confirms the freeze held (no
-session but pgleap's on the source, and no row change to a migrated table since the freeze:
-a superuser can get past it), and opens the target (lifts its guard). pgleap migrate then stops: the target takes the writes. --switch-command runs
+--pgbouncer-databases-file, reloads and resumes: the application sees a pause, not an error.
+It waits until pgleap migrate has applied everything committed before the freeze and holds
+it there, copies every sequence's value and the large objects changed since the copy,
+refreshes materialized views with --refresh-matviews, verifies (--verify counts, full or
+none), confirms the freeze held (no session but pgleap's on the source, and no row change to
+a migrated table since the freeze: a superuser can get past it), and opens the target (lifts
+its guard). pgleap migrate then stops: the target takes the writes. --switch-command runs
 last (with sh; PGLEAP_SOURCE and PGLEAP_TARGET set) to point the application at the target.
 
 It prints each step's time and the write pause: from the freeze to the open target. If a
