@@ -44,7 +44,7 @@ it there, copies every sequence's value and the large objects changed since the 
 refreshes materialized views with --refresh-matviews, verifies (--verify counts, full or
 none), confirms the freeze held (no session but pgleap's on the source, and no row change to
 a migrated table since the freeze: a superuser can get past it), and opens the target (lifts
-its guard). pgleap migrate then stops: the target takes the writes. --switch-command runs
+its guard). pgleap migrate stops streaming from the source. --switch-command runs
 last (with sh; PGLEAP_SOURCE and PGLEAP_TARGET set) to point the application at the target.
 
 It prints each step's time and the write pause: from the freeze to the open target. If a
