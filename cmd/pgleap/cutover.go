@@ -168,7 +168,7 @@ func writeCutoverResult(w io.Writer, r *cutover.Result, dryRun bool) error {
 			mark = "FAIL"
 		}
 		fmt.Fprintf(&b, "  %s %s", mark, check.Name)
-		if check.Detail != "" && (!check.OK || strings.HasPrefix(check.Detail, "the freeze")) {
+		if check.Detail != "" && (!check.OK || strings.HasPrefix(check.Detail, "the freeze will end")) {
 			fmt.Fprintf(&b, ": %s", check.Detail)
 		}
 		b.WriteString("\n")

@@ -65,7 +65,9 @@ func setUpCutover(t *testing.T, target *pgtest.Server) *cutoverSetup {
 	})
 	cmd, out := startCLI(t, "migrate", "--jobs", "2", "--source", s.sourceConn, "--target", s.targetConn)
 	s.migrate = &migrateProcess{wait: cmd.Wait, stop: func() { cmd.Process.Signal(syscall.SIGINT) }, out: out.String, process: cmd.Process}
-	waitFor(t, "migrate to stream", func() bool { return scalar(t, s.sourceConn, streamingSQL) == "1" })
+	waitFor(t, "migrate to stream", func() bool {
+		return scalar(t, s.sourceConn, streamingSQL) == "1" && scalar(t, s.targetConn, "SELECT phase FROM pgleap.migration") == "streaming"
+	})
 	return s
 }
 
@@ -515,7 +517,12 @@ func TestCutoverUndoneWhenTheFreezeIsBroken(t *testing.T) {
 		finished <- fmt.Sprintf("exit %d\n%s%s", code, stdout, stderr)
 	}()
 	waitFor(t, "the cutover to wait for the apply", func() bool {
-		return scalar(t, s.targetConn, "SELECT count(*) FROM pgleap.cutover WHERE finished_at IS NULL AND timeline::text LIKE '%freeze writes%'") == "1"
+		select {
+		case out := <-finished:
+			t.Fatalf("the cutover ended before the apply could go on:\n%s", out)
+		default:
+		}
+		return scalar(t, s.targetConn, "SELECT count(*) FROM pgleap.cutover WHERE finished_at IS NULL AND timeline::text LIKE '%apply everything%'") == "1"
 	})
 	s.source.Exec(t, s.sourceDB, "BEGIN READ WRITE; INSERT INTO items VALUES (500, 'past the freeze'); COMMIT")
 	if err := s.migrate.process.Signal(syscall.SIGCONT); err != nil {

@@ -45,8 +45,10 @@ func (s *session) pollHold(ctx context.Context, now time.Time) error {
 	if err := a.reap(); err != nil {
 		return err
 	}
-	if a.inflight != nil || a.tx != nil {
-		return nil // the target connection is busy: look again at the next poll
+	if a.inflight != nil || a.tx != nil || a.cur != nil {
+		// The target connection is busy, or a transaction is half received (its commit
+		// position would not count in the check of takeHold): look again at the next poll.
+		return nil
 	}
 	lsn, st, err := state.Hold(ctx, a.conn)
 	if err != nil {
@@ -144,6 +146,11 @@ func (s *session) holdNow(ctx context.Context) error {
 			return err
 		}
 		switch {
+		case st == state.HoldPending && current == asked:
+			// Asked again at the same position (nothing was written since): it stands there.
+			if err := state.AnswerHold(ctx, a.conn, asked, true); err != nil {
+				return err
+			}
 		case st == state.HoldNone:
 			// A cutover holds the apply too, and ends it for good once the target took over.
 			if phase, _, err := state.Phase(ctx, a.conn); err != nil || state.CutOver(phase) {
@@ -154,9 +161,15 @@ func (s *session) holdNow(ctx context.Context) error {
 		case current != asked:
 			return s.takeHold(ctx, current)
 		case time.Since(start) > maxHold:
+			// A cutover holds as long as it needs: it undoes itself if it fails.
+			if phase, _, err := state.Phase(ctx, a.conn); err != nil || phase == state.PhaseCutover {
+				if err != nil {
+					return err
+				}
+				break
+			}
 			s.opts.Logger.Warn("a verification held the apply for too long: going on without it", "at", asked, "held", maxHold)
-			_, err := state.ReleaseHold(ctx, a.conn)
-			return err
+			return state.ReleaseHoldAt(ctx, a.conn, asked)
 		}
 		if err := s.statusIfDue(ctx, time.Now()); err != nil {
 			return fmt.Errorf("while holding for a verification: %w", err)

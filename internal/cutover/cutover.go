@@ -134,9 +134,11 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer source.Close(context.Background())
 	c := &cutover{opts: opts, source: source, target: target, result: &Result{}}
-	defer func() { c.target.Close(context.Background()) }() // reconnectTarget may replace it
+	defer func() { // reconnect may have replaced them
+		c.source.Close(context.Background())
+		c.target.Close(context.Background())
+	}()
 	c.open, c.donePhase = c.liftGuard, state.PhaseCutoverDone
 	if !opts.NoReverse {
 		c.donePhase = state.PhaseReverseStreaming
@@ -177,7 +179,7 @@ func (c *cutover) run(ctx context.Context) (*Result, error) {
 		}
 		return c.result, fmt.Errorf("%w: %w", ErrUndone, err)
 	}
-	c.result.Done, c.result.Switched = true, c.pooler != nil
+	c.result.Done, c.result.Switched = true, c.pooler != nil && c.result.SwitchError == ""
 	if opts.SwitchCommand != "" {
 		c.step(ctx, "run the switch command", func(ctx context.Context) error {
 			cmd := exec.CommandContext(ctx, "sh", "-c", opts.SwitchCommand)
@@ -264,13 +266,23 @@ func (c *cutover) undoEarlier(ctx context.Context) error {
 // undoFrozen guards the target again if it was opened, lets the apply go on, unfreezes the
 // source and records the cutover undone.
 func (c *cutover) undoFrozen(ctx context.Context, reason string) error {
-	// The source first: it needs no target, which may be what failed.
+	// The source first, and the pooler: neither needs the target, which may be what failed.
 	var unfreezeErr error
 	if c.undo != nil {
-		unfreezeErr = unfreeze(ctx, c.source, *c.undo)
+		if unfreezeErr = c.reconnect(ctx, &c.source, pg.Source, c.opts.Source); unfreezeErr == nil {
+			unfreezeErr = unfreeze(ctx, c.source, *c.undo)
+		}
 	}
-	if err := c.reconnectTarget(ctx); err != nil {
-		return errors.Join(unfreezeErr, err)
+	var poolerErr error
+	if c.pooler != nil {
+		// The clients it held go back to the source, which takes writes again.
+		poolerErr = errors.Join(c.pooler.restore(ctx), c.pooler.resume(ctx))
+		if poolerErr != nil && strings.Contains(poolerErr.Error(), "not paused") {
+			poolerErr = nil
+		}
+	}
+	if err := c.reconnect(ctx, &c.target, pg.Target, c.opts.Target); err != nil {
+		return errors.Join(unfreezeErr, poolerErr, err)
 	}
 	var guardErr error
 	if c.guardLifted {
@@ -278,34 +290,31 @@ func (c *cutover) undoFrozen(ctx context.Context, reason string) error {
 	}
 	_, releaseErr := state.ReleaseHold(ctx, c.target)
 	reverseErr := c.dropReverse(ctx)
-	var poolerErr error
-	if c.pooler != nil {
-		// Last: the clients it held go back to the source, which takes writes again.
-		poolerErr = errors.Join(c.pooler.restore(ctx), c.pooler.resume(ctx))
-		if poolerErr != nil && strings.Contains(poolerErr.Error(), "not paused") {
-			poolerErr = nil
-		}
+	if unfreezeErr != nil {
+		// Left unfinished, the cutover is undone again by the next run, which reads what
+		// the source's settings were from it.
+		return errors.Join(unfreezeErr, poolerErr, guardErr, releaseErr, reverseErr)
 	}
 	finishErr := state.FinishCutover(ctx, c.target, c.id, state.CutoverUndone, "", reason, 0, c.result.Steps)
-	return errors.Join(guardErr, releaseErr, unfreezeErr, reverseErr, poolerErr, finishErr)
+	return errors.Join(guardErr, releaseErr, reverseErr, poolerErr, finishErr)
 }
 
-// reconnectTarget opens a new connection to the target when the cutover's broke (the
-// target restarted), waiting up to a minute for it to come back: the undo must record
-// itself there and let the apply go on.
-func (c *cutover) reconnectTarget(ctx context.Context) error {
-	if !c.target.IsClosed() {
+// reconnect opens a new connection to a side when the cutover's broke (the server
+// restarted, Ctrl-C cut a query short), waiting up to a minute for it to come back: the
+// undo must reach both sides.
+func (c *cutover) reconnect(ctx context.Context, conn **pgx.Conn, side pg.Side, connString string) error {
+	if !(*conn).IsClosed() {
 		return nil
 	}
 	deadline := time.Now().Add(time.Minute)
 	for {
-		conn, err := pg.Connect(ctx, pg.Target, c.opts.Target)
+		fresh, err := pg.Connect(ctx, side, connString)
 		if err == nil {
-			c.target = conn
+			*conn = fresh
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("undo on the target: %w: once it is back, run pgleap cutover again: it finishes undoing this one first", err)
+			return fmt.Errorf("undo on the %s: %w: once it is back, run pgleap cutover (or rollback) again: it finishes undoing this one first", side, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -358,6 +367,15 @@ func (c *cutover) preflight(ctx context.Context) bool {
 	if err != nil {
 		check("the schemas are the same", false, err.Error())
 	}
+	for _, side := range []struct {
+		name string
+		conn *pgx.Conn
+	}{{"source", c.source}, {"target", c.target}} {
+		var super bool
+		err := side.conn.QueryRow(ctx, "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user").Scan(&super)
+		check("pgleap connects as a superuser to the "+side.name, err == nil && super,
+			fmt.Sprint(cmp.Or[any](err, "the freeze sets the database's connection limit to 0, which keeps out every other role, pgleap's new sessions included")))
+	}
 	long, err := c.longTransactions(ctx)
 	switch {
 	case err != nil:
@@ -401,14 +419,20 @@ const (
 // step runs one timed step and records the timeline.
 func (c *cutover) step(ctx context.Context, name string, do func(context.Context) error) error {
 	c.opts.Logger.Info("cutover: " + name)
-	s := Step{Name: name, Start: time.Now()}
+	// Recorded before it runs too: a run that dies in it leaves the next one to know it began.
+	c.result.Steps = append(c.result.Steps, Step{Name: name, Start: time.Now()})
+	s := &c.result.Steps[len(c.result.Steps)-1]
+	if c.id != 0 {
+		if err := state.RecordTimeline(ctx, c.target, c.id, c.result.Steps); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
 	err := do(ctx)
 	s.End = time.Now()
 	if err != nil {
 		s.Error = err.Error()
 		err = fmt.Errorf("%s: %w", name, err)
 	}
-	c.result.Steps = append(c.result.Steps, s)
 	if c.id != 0 {
 		if recordErr := state.RecordTimeline(context.WithoutCancel(ctx), c.target, c.id, c.result.Steps); recordErr != nil && err == nil {
 			err = recordErr
@@ -501,11 +525,10 @@ func (c *cutover) steps(ctx context.Context) error {
 			return err
 		}
 		if c.pooler != nil {
-			if err := c.pooler.pointAt(ctx, c.opts.Target); err != nil {
-				return err
-			}
-			if err := c.pooler.resume(ctx); err != nil {
-				return err
+			// The other side is open: from here on a failure is reported, not undone.
+			if err := errors.Join(c.pooler.pointAt(ctx, c.opts.Target), c.pooler.resume(ctx)); err != nil {
+				c.result.SwitchError = "pgbouncer: " + err.Error()
+				c.opts.Logger.Error("the other side is open, but pgbouncer could not be switched to it: do it by hand", "err", err)
 			}
 		}
 		pause := time.Since(c.frozenAt)
@@ -514,8 +537,11 @@ func (c *cutover) steps(ctx context.Context) error {
 			return err
 		}
 		// Released after the phase says cut over: the apply then ends instead of going on.
-		_, err := state.ReleaseHold(ctx, c.target)
-		return err
+		// Done, the cutover is not undone any more: an apply left holding lets go by itself.
+		if _, err := state.ReleaseHold(ctx, c.target); err != nil {
+			c.opts.Logger.Warn("the apply could not be told to stop holding: it gives up on its own", "err", err)
+		}
+		return nil
 	})
 }
 

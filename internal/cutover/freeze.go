@@ -55,7 +55,7 @@ func freeze(ctx context.Context, source *pgx.Conn, u freezeUndo) error {
 		"SELECT pg_catalog.pg_terminate_backend(pid) " + otherSessions,
 	} {
 		if _, err := source.Exec(ctx, sql); err != nil {
-			return fmt.Errorf("freeze writes on source database %s: %s: %w: the role needs to own the database, and to be a superuser or a member of pg_signal_backend to end sessions",
+			return fmt.Errorf("freeze writes on source database %s: %s: %w: pgleap's role must be a superuser",
 				db, strings.SplitN(sql, " ", 4)[:3], err)
 		}
 	}

@@ -27,6 +27,7 @@ type Pooler struct {
 
 type pooler struct {
 	cfg      Pooler
+	connCfg  *pgconn.Config
 	conn     *pgconn.PgConn
 	original []byte // the databases file before the entry was switched
 	mode     os.FileMode
@@ -60,12 +61,21 @@ func openPooler(ctx context.Context, cfg Pooler) (*pooler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to the pgbouncer admin console: %w: check --pgbouncer, and that the user is in admin_users", err)
 	}
-	return &pooler{cfg: cfg, conn: conn, original: original, mode: info.Mode()}, nil
+	return &pooler{cfg: cfg, connCfg: connCfg, conn: conn, original: original, mode: info.Mode()}, nil
 }
 
 func (p *pooler) close() { p.conn.Close(context.Background()) }
 
 func (p *pooler) command(ctx context.Context, command string) error {
+	if p.conn.IsClosed() {
+		// A command cut short (a PAUSE that timed out, Ctrl-C) closes the connection; the
+		// RESUME that undoes it must still get through.
+		conn, err := pgconn.ConnectConfig(ctx, p.connCfg)
+		if err != nil {
+			return fmt.Errorf("reconnect to the pgbouncer admin console for %s: %w", command, err)
+		}
+		p.conn = conn
+	}
 	if _, err := p.conn.Exec(ctx, command).ReadAll(); err != nil {
 		return fmt.Errorf("pgbouncer %s: %w", command, err)
 	}

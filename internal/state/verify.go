@@ -104,6 +104,17 @@ func ReleaseHold(ctx context.Context, conn *pgx.Conn) (time.Duration, error) {
 	return seconds(pause), nil
 }
 
+// ReleaseHoldAt clears the hold only if it is still the one at lsn: the apply gives up on a
+// hold whose verify went away, without clearing a newer request.
+func ReleaseHoldAt(ctx context.Context, conn *pgx.Conn, lsn pglogrepl.LSN) error {
+	_, err := conn.Exec(ctx, `UPDATE pgleap.replication SET hold_lsn = NULL, held_at = NULL, hold_missed = false
+		WHERE hold_lsn = $1::text::pg_lsn`, lsn.String())
+	if err != nil {
+		return fmt.Errorf("give up the hold at %s: %w", lsn, err)
+	}
+	return nil
+}
+
 // Verification is one recorded row verification.
 type Verification struct {
 	StartedAt, FinishedAt time.Time

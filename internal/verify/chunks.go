@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"fmt"
+	"math/big"
 	"math/bits"
 	"strings"
 
@@ -93,7 +94,7 @@ func planTable(ctx context.Context, conn pgx.Tx, t catalog.Table, key []string, 
 		}
 		if lo != nil && *hi-*lo >= n {
 			p.chunks = make([]string, n)
-			bound := func(i int64) int64 { return *lo + (*hi+1-*lo)*i/n }
+			bound := func(i int64) int64 { return rangeBound(*lo, *hi, i, n) }
 			for i := range p.chunks {
 				// The first and last ranges are open: rows beyond the bounds read on the
 				// source (the target's extra rows) are compared too.
@@ -111,6 +112,14 @@ func planTable(ctx context.Context, conn pgx.Tx, t catalog.Table, key []string, 
 	}
 	p.buckets = min(maxBuckets, 1<<bits.Len64(uint64(n-1)))
 	return p, nil
+}
+
+// rangeBound is the lower bound of range i of n that cut [lo, hi]; in big integers, since
+// the span of a bigint key times a range number overflows int64.
+func rangeBound(lo, hi, i, n int64) int64 {
+	span := new(big.Int).Sub(big.NewInt(hi), big.NewInt(lo))
+	span.Add(span, big.NewInt(1)).Mul(span, big.NewInt(i)).Quo(span, big.NewInt(n))
+	return span.Add(span, big.NewInt(lo)).Int64()
 }
 
 // rowsSQL is the inner query of a chunk: each row's text (t) and the text that identifies

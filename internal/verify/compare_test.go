@@ -65,3 +65,18 @@ func TestChunkOutcomeKeepsMaxKeys(t *testing.T) {
 		t.Errorf("after four chunks: %+v", r)
 	}
 }
+
+func TestRangeBound(t *testing.T) {
+	tests := []struct{ lo, hi, i, n, want int64 }{
+		{1, 100, 0, 4, 1},
+		{1, 100, 1, 4, 26},
+		{1, 100, 4, 4, 101},
+		{1e18, 1.8e18, 12, 100, 1e18 + 96e15}, // the span times 12 overflows int64
+		{-5, 5, 1, 2, 0},
+	}
+	for _, tt := range tests {
+		if got := rangeBound(tt.lo, tt.hi, tt.i, tt.n); got != tt.want {
+			t.Errorf("rangeBound(%d, %d, %d, %d) = %d, want %d", tt.lo, tt.hi, tt.i, tt.n, got, tt.want)
+		}
+	}
+}
