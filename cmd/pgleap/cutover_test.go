@@ -280,6 +280,10 @@ func TestCutoverAndRollbackWithoutPooler(t *testing.T) {
 	if phase := scalar(t, s.targetConn, "SELECT phase FROM pgleap.migration"); phase != "reverse-streaming" {
 		t.Errorf("phase after the cutover: %s", phase)
 	}
+	if code, stdout, _ := pgleap(t, nil, append([]string{"status"}, conns...)...); code != exitOK ||
+		!strings.Contains(stdout, "reverse-streaming") || !strings.Contains(stdout, "last cutover: ") || !strings.Contains(stdout, "done, writes paused") {
+		t.Errorf("status after the cutover: exit %d\n%s", code, stdout)
+	}
 	// Stopped and started again, pgleap migrate resumes the way back, not the forward stream.
 	s.migrate.stop()
 	if err := s.migrate.wait(); err != nil || !strings.Contains(s.migrate.out(), "streaming the target's changes back") {

@@ -41,6 +41,16 @@ type Status struct {
 	Tables                []TableStatus `json:"tables"`
 	// LastVerification is the newest pgleap verify of the rows, if any.
 	LastVerification *VerificationStatus `json:"last_verification,omitempty"`
+	// LastCutover is the newest pgleap cutover or rollback that finished, if any.
+	LastCutover *CutoverStatus `json:"last_cutover,omitempty"`
+}
+
+// CutoverStatus is how a cutover ended.
+type CutoverStatus struct {
+	FinishedAt   time.Time `json:"finished_at"`
+	Outcome      string    `json:"outcome"` // done or undone
+	WritePauseMS float64   `json:"write_pause_ms,omitempty"`
+	Reason       string    `json:"reason,omitempty"`
 }
 
 // VerificationStatus is the outcome of a pgleap verify.
@@ -98,6 +108,12 @@ func ReadStatus(ctx context.Context, target, source *pgx.Conn, sample time.Durat
 		if v.SourceLSN != 0 {
 			st.LastVerification.SourceLSN = v.SourceLSN.String()
 		}
+	}
+	if c, ok, err := state.LastFinishedCutover(ctx, target); err != nil {
+		return nil, err
+	} else if ok {
+		st.LastCutover = &CutoverStatus{FinishedAt: *c.FinishedAt, Outcome: c.Outcome,
+			WritePauseMS: float64(c.WritePause) / float64(time.Millisecond), Reason: c.Reason}
 	}
 	repl, streams, err := state.LoadReplication(ctx, target)
 	if err != nil || !streams || repl.StartLSN == 0 {
@@ -231,6 +247,13 @@ func WriteStatus(w io.Writer, st *Status) error {
 			verdict = fmt.Sprintf("the data differed in %d of %d tables", v.DifferingTables, v.Tables)
 		}
 		fmt.Fprintf(&b, "  last verification: %s, %s (%d rows compared)\n", v.FinishedAt.Format(time.RFC3339), verdict, v.RowsCompared)
+	}
+	if c := st.LastCutover; c != nil {
+		if c.Outcome == state.CutoverDone {
+			fmt.Fprintf(&b, "  last cutover: %s, done, writes paused %.0f ms\n", c.FinishedAt.Format(time.RFC3339), c.WritePauseMS)
+		} else {
+			fmt.Fprintf(&b, "  last cutover: %s, undone: %s\n", c.FinishedAt.Format(time.RFC3339), c.Reason)
+		}
 	}
 	counts := map[string]int{}
 	for _, t := range st.Tables {

@@ -133,3 +133,29 @@ func LastDoneCutover(ctx context.Context, conn *pgx.Conn) (c Cutover, ok bool, e
 	}
 	return c, true, nil
 }
+
+// LastFinishedCutover returns the newest cutover that finished, done or undone; ok is false
+// when there is none (or the state predates version 4, which status reads without upgrading).
+func LastFinishedCutover(ctx context.Context, conn *pgx.Conn) (c Cutover, ok bool, err error) {
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT to_regclass('pgleap.cutover') IS NOT NULL").Scan(&exists); err != nil || !exists {
+		return Cutover{}, false, err
+	}
+	var pauseMS *float64
+	var reason *string
+	err = conn.QueryRow(ctx, `SELECT id, started_at, finished_at, outcome, write_pause_ms, reason FROM pgleap.cutover
+		WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1`).Scan(&c.ID, &c.StartedAt, &c.FinishedAt, &c.Outcome, &pauseMS, &reason)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Cutover{}, false, nil
+	}
+	if err != nil {
+		return Cutover{}, false, fmt.Errorf("read the last cutover from pgleap state: %w", err)
+	}
+	if pauseMS != nil {
+		c.WritePause = time.Duration(*pauseMS * float64(time.Millisecond))
+	}
+	if reason != nil {
+		c.Reason = *reason
+	}
+	return c, true, nil
+}
