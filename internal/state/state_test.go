@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -111,5 +112,49 @@ func TestReplicationRecord(t *testing.T) {
 	// Names reach replication commands unquoted: the state refuses any other alphabet.
 	if _, err := conn.Exec(ctx, "UPDATE pgleap.replication SET slot_name = 'x; DROP'"); err == nil {
 		t.Fatal("a slot name outside [a-z0-9_] was accepted")
+	}
+}
+
+// TestUpgradeFromVersion3 upgrades the state a pgleap of state version 3 wrote, in the
+// middle of streaming, to this version: the migration and its position survive.
+func TestUpgradeFromVersion3(t *testing.T) {
+	s := pgtest.Shared(t, pgtest.TargetMajor())
+	conn := s.Conn(t, s.CreateDatabase(t))
+	ctx := context.Background()
+	for v := 1; v <= 3; v++ {
+		sql, err := schemaFiles.ReadFile(fmt.Sprintf("schema_v%d.sql", v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, string(sql)); err != nil {
+			t.Fatalf("version %d: %v", v, err)
+		}
+	}
+	if _, err := conn.Exec(ctx, "INSERT INTO pgleap.state_version (version) VALUES (3)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := Begin(ctx, conn, Migration{SourceDatabase: "shop", SourceMajor: 13}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := PlanReplication(ctx, conn, "pgleap_slot", "pgleap_pub"); err != nil {
+		t.Fatal(err)
+	}
+	if err := SetPhase(ctx, conn, PhaseStreaming); err != nil {
+		t.Fatal(err)
+	}
+	if err := Init(ctx, conn); err != nil {
+		t.Fatalf("upgrade from version 3: %v", err)
+	}
+	if phase, _, err := Phase(ctx, conn); err != nil || phase != PhaseStreaming {
+		t.Errorf("phase after the upgrade: %q, %v", phase, err)
+	}
+	if err := SetPhase(ctx, conn, PhaseReverseStreaming); err != nil {
+		t.Errorf("a version 4 phase after the upgrade: %v", err)
+	}
+	if _, err := RequestHold(ctx, conn, 0); err != nil {
+		t.Errorf("a hold after the upgrade: %v", err)
+	}
+	if _, ok, err := LoadReverse(ctx, conn); err != nil || ok {
+		t.Errorf("the way back after the upgrade: %v, %v", ok, err)
 	}
 }
