@@ -3,22 +3,25 @@ package cdc
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 
+	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/state"
 )
 
-// Holds. pgleap cutover holds the apply at the source position where it froze the source's
-// writes, and pgleap verify at the position of its snapshot. pgleap verify reads the source at the snapshot of a temporary slot, and needs the
-// target at exactly the same point: every source transaction that committed before the
-// slot's consistent point applied, none after. It records holds on the target (see
-// state.RequestHold): first "now", which stops the apply at the next boundary between
-// source transactions, then the slot's position, up to which the apply goes on before it
-// stops again. The apply looks for holds every holdPoll, answers each (state.AnswerHold) once
-// it stands where asked, and waits until the hold is cleared or replaced. Were it past the
+// Holds stop the apply at a source position, for a command that needs the target exactly
+// there: pgleap verify at the position of its source snapshot (every source transaction that
+// committed before the snapshot's slot's consistent point applied, none after), pgleap
+// cutover at the position where it froze the source's writes. The command asks with HoldAt,
+// which records the hold on the target (state.RequestHold): "now" (state.HoldNow) stops the
+// apply at the next boundary between source transactions, a position lets it go on up to
+// there. The apply looks for holds every holdPoll, answers each (state.AnswerHold) once it
+// stands where asked, and waits until the hold is cleared or replaced. Were it past the
 // position asked, it says so and goes on.
 const (
 	holdPoll = 100 * time.Millisecond
@@ -26,6 +29,60 @@ const (
 	// apply then clears the hold itself and goes on.
 	maxHold = 2 * time.Minute
 )
+
+// ErrApplyNotRunning is returned by HoldAt when nothing streams from the migration's slot:
+// no apply runs to answer.
+var ErrApplyNotRunning = errors.New("pgleap migrate is not streaming changes to the target: start it, and try again (the apply stops for a moment where the command needs it)")
+
+// HoldAt asks the apply to stop at lsn, or at once (state.HoldNow), and waits for its answer:
+// held is true when it stands there, false when it had applied past it. pause is how long it
+// had stood still for the hold this one replaced. slot is the migration's slot on the source,
+// which shows whether an apply runs at all.
+func HoldAt(ctx context.Context, source, target *pgx.Conn, slot string, lsn pglogrepl.LSN, timeout time.Duration) (held bool, pause time.Duration, err error) {
+	if pause, err = state.RequestHold(ctx, target, lsn); err != nil {
+		return false, 0, err
+	}
+	timeout = cmp.Or(timeout, time.Minute)
+	deadline := time.Now().Add(timeout)
+	var inactiveSince time.Time
+	ticker := time.NewTicker(5 * time.Millisecond)
+	defer ticker.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return false, pause, ctx.Err()
+		case <-ticker.C:
+		}
+		_, st, err := state.Hold(ctx, target)
+		if err != nil {
+			return false, pause, err
+		}
+		switch st {
+		case state.HoldHeld:
+			return true, pause, nil
+		case state.HoldMissed:
+			return false, pause, nil
+		case state.HoldNone:
+			return false, pause, errors.New("the hold asked of the apply was cleared by someone else: is another pgleap verify or cutover running? try again")
+		}
+		if i%100 == 0 { // twice a second: is anything applying?
+			active, err := pg.SlotActive(ctx, source, slot)
+			switch {
+			case err != nil:
+				return false, pause, err
+			case active:
+				inactiveSince = time.Time{}
+			case inactiveSince.IsZero():
+				inactiveSince = time.Now()
+			case time.Since(inactiveSince) > 5*time.Second:
+				return false, pause, ErrApplyNotRunning
+			}
+		}
+		if time.Now().After(deadline) {
+			return false, pause, fmt.Errorf("the apply did not reach source position %s within %s: it may lag far behind (see pgleap status); try again later or wait longer", lsn, timeout)
+		}
+	}
+}
 
 // pendingHold is a hold the apply has taken in and not reached yet.
 type pendingHold struct {

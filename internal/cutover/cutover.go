@@ -336,8 +336,7 @@ func (c *cutover) preflight(ctx context.Context) bool {
 		check("read the migration's status", false, err.Error())
 		return false
 	}
-	var active bool
-	if err := c.source.QueryRow(ctx, "SELECT coalesce((SELECT active FROM pg_catalog.pg_replication_slots WHERE slot_name = $1), false)", c.repl.Slot).Scan(&active); err != nil {
+	if active, err := pg.SlotActive(ctx, c.source, c.repl.Slot); err != nil {
 		check("pgleap migrate streams", false, err.Error())
 	} else {
 		check("pgleap migrate streams", st.Phase == state.PhaseStreaming && active,
@@ -472,10 +471,7 @@ func (c *cutover) steps(ctx context.Context) error {
 	}
 	c.result.FreezeLSN = freezeLSN.String()
 	err = c.step(ctx, "apply everything committed before the freeze", func(ctx context.Context) error {
-		if _, err := state.RequestHold(ctx, c.target, freezeLSN); err != nil {
-			return err
-		}
-		held, err := verify.WaitHold(ctx, c.source, c.target, c.repl.Slot, freezeLSN, c.opts.DrainTimeout)
+		held, _, err := cdc.HoldAt(ctx, c.source, c.target, c.repl.Slot, freezeLSN, c.opts.DrainTimeout)
 		if err == nil && !held {
 			err = fmt.Errorf("the apply met a source transaction that committed after the freeze at %s: a session wrote past it", freezeLSN)
 		}
@@ -566,10 +562,7 @@ func (c *cutover) confirmFrozen(ctx context.Context, changesAtFreeze int64) erro
 	if err := c.source.QueryRow(ctx, "SELECT pg_catalog.pg_current_wal_insert_lsn()").Scan(&now); err != nil {
 		return err
 	}
-	if _, err := state.RequestHold(ctx, c.target, now); err != nil {
-		return err
-	}
-	held, err := verify.WaitHold(ctx, c.source, c.target, c.repl.Slot, now, c.opts.DrainTimeout)
+	held, _, err := cdc.HoldAt(ctx, c.source, c.target, c.repl.Slot, now, c.opts.DrainTimeout)
 	if err == nil && !held {
 		err = fmt.Errorf("the apply did not hold at %s", now)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -72,4 +73,15 @@ func ValidReplicationName(name string) bool {
 // Close ends the snapshot, and drops the slot when it is temporary.
 func (s *Snapshot) Close() {
 	s.conn.Close(context.Background())
+}
+
+// SlotActive reports whether a process streams from replication slot name; false for a slot
+// that is not there.
+func SlotActive(ctx context.Context, conn *pgx.Conn, name string) (bool, error) {
+	var active bool
+	err := conn.QueryRow(ctx, "SELECT coalesce((SELECT active FROM pg_catalog.pg_replication_slots WHERE slot_name = $1), false)", name).Scan(&active)
+	if err != nil {
+		return false, fmt.Errorf("read replication slot %s on the source: %w", name, err)
+	}
+	return active, nil
 }

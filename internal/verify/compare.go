@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgleap/pgleap/internal/catalog"
+	"github.com/pgleap/pgleap/internal/cdc"
 	"github.com/pgleap/pgleap/internal/config"
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/state"
@@ -89,10 +90,6 @@ const (
 	valuesDiffer    = "values differ"
 	maxAttempts     = 5
 )
-
-// ErrApplyNotRunning is returned when the target follows the source but no pgleap migrate
-// applies changes: the target cannot be brought to the source snapshot's position.
-var ErrApplyNotRunning = errors.New("pgleap migrate is not streaming changes to the target: start it, and verify again (it stops the apply for a moment at the point it compares)")
 
 // CompareRows compares the rows of every selected table of the source and the target.
 //
@@ -303,10 +300,7 @@ func openPoints(ctx context.Context, opts RowOptions, source, target *pgx.Conn, 
 // and, once it holds there, exports a snapshot of the target. pause is how long the apply
 // stood still before it went on to the slot's position.
 func holdAtSlot(ctx context.Context, opts RowOptions, source, target *pgx.Conn, repl state.Replication) (p *points, held bool, pause time.Duration, err error) {
-	if _, err := state.RequestHold(ctx, target, state.HoldNow); err != nil {
-		return nil, false, 0, err
-	}
-	if held, err := WaitHold(ctx, source, target, repl.Slot, state.HoldNow, opts.HoldTimeout); err != nil || !held {
+	if held, _, err := cdc.HoldAt(ctx, source, target, repl.Slot, state.HoldNow, opts.HoldTimeout); err != nil || !held {
 		return nil, false, 0, cmp.Or(err, errors.New("the apply did not stop when asked: verify again"))
 	}
 	p = &points{}
@@ -314,10 +308,7 @@ func holdAtSlot(ctx context.Context, opts RowOptions, source, target *pgx.Conn, 
 		return nil, false, 0, err
 	}
 	p.sourceSnapshot, p.sourceLSN = p.slot.Name, p.slot.LSN
-	if pause, err = state.RequestHold(ctx, target, p.sourceLSN); err != nil {
-		return p, false, 0, err
-	}
-	if held, err = WaitHold(ctx, source, target, repl.Slot, p.sourceLSN, opts.HoldTimeout); err != nil || !held {
+	if held, pause, err = cdc.HoldAt(ctx, source, target, repl.Slot, p.sourceLSN, opts.HoldTimeout); err != nil || !held {
 		return p, false, pause, err
 	}
 	if p.targetConn, p.targetTx, p.targetSnapshot, err = exportSnapshot(ctx, pg.Target, opts.Target); err != nil {
@@ -331,54 +322,6 @@ func holdAtSlot(ctx context.Context, opts RowOptions, source, target *pgx.Conn, 
 		return p, false, pause, fmt.Errorf("read the hold in the target's snapshot: %w", err)
 	}
 	return p, stillHeld, pause, nil
-}
-
-// WaitHold waits for the apply's answer to the hold at lsn (state.RequestHold): held is true
-// when it stands there, false when it was past it already. slot is the migration's slot on
-// the source: when nothing streams from it for a few seconds, no apply runs to answer.
-func WaitHold(ctx context.Context, source, target *pgx.Conn, slot string, lsn pglogrepl.LSN, timeout time.Duration) (held bool, err error) {
-	timeout = cmp.Or(timeout, time.Minute)
-	deadline := time.Now().Add(timeout)
-	var inactiveSince time.Time
-	ticker := time.NewTicker(5 * time.Millisecond)
-	defer ticker.Stop()
-	for i := 0; ; i++ {
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-ticker.C:
-		}
-		_, st, err := state.Hold(ctx, target)
-		if err != nil {
-			return false, err
-		}
-		switch st {
-		case state.HoldHeld:
-			return true, nil
-		case state.HoldMissed:
-			return false, nil
-		case state.HoldNone:
-			return false, errors.New("the hold asked of the apply was cleared by someone else: is another pgleap verify running? verify again")
-		}
-		if i%100 == 0 { // twice a second: is anything applying?
-			var active bool
-			err := source.QueryRow(ctx, "SELECT coalesce((SELECT active FROM pg_catalog.pg_replication_slots WHERE slot_name = $1), false)", slot).Scan(&active)
-			if err != nil {
-				return false, fmt.Errorf("read replication slot %s on the source: %w", slot, err)
-			}
-			switch {
-			case active:
-				inactiveSince = time.Time{}
-			case inactiveSince.IsZero():
-				inactiveSince = time.Now()
-			case time.Since(inactiveSince) > 5*time.Second:
-				return false, ErrApplyNotRunning
-			}
-		}
-		if time.Now().After(deadline) {
-			return false, fmt.Errorf("the apply did not reach source position %s within %s: it may lag far behind (see pgleap status); try again later or wait longer", lsn, timeout)
-		}
-	}
 }
 
 // exportSnapshot opens a connection in a repeatable-read transaction and exports its snapshot.

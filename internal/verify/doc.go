@@ -5,7 +5,7 @@
 // server digests its own rows; compare.go takes the two snapshots compared and runs the
 // chunks on both sides at once; extras.go compares large objects and sequences. While
 // pgleap migrate streams, the target snapshot is taken with the apply held at exactly the
-// source snapshot's position (see the cdc package's hold.go and state.RequestHold), so
+// source snapshot's position (cdc.HoldAt), so
 // changes in flight never show as differences.
 //
 // CompareSchemas lists the objects of both databases — tables, columns, indexes,
