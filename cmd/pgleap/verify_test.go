@@ -22,6 +22,7 @@ type verifyReport struct {
 		Table       string `json:"table"`
 		Equal       bool   `json:"equal"`
 		Chunks      int    `json:"chunks"`
+		Problem     string `json:"problem"`
 		Differences []struct {
 			Key, What, Source, Target string
 		} `json:"differences"`
@@ -151,6 +152,22 @@ func TestVerifyRows(t *testing.T) {
 	code, stdout, _ = pgleap(t, nil, append([]string{"status"}, conns...)...)
 	if code != exitOK || !strings.Contains(stdout, "last verification: ") || !strings.Contains(stdout, "the data differed in 3 of") {
 		t.Errorf("status after verify: exit %d\n%s", code, stdout)
+	}
+	// A table made on the source after the copy is on the source only.
+	source.Exec(t, sourceDB, "CREATE TABLE made_later (id int PRIMARY KEY)")
+	code, stdout, stderr = pgleap(t, nil, verifyArgs...)
+	r = verifyReport{}
+	if err := json.Unmarshal([]byte(stdout), &r); err != nil || code != exitAnswerNo {
+		t.Fatalf("verify with a table on the source only: exit %d, %v\n%s%s", code, err, stdout, stderr)
+	}
+	var notOnTarget []string
+	for _, table := range r.Tables {
+		if table.Problem != "" {
+			notOnTarget = append(notOnTarget, table.Table+": "+table.Problem)
+		}
+	}
+	if want := []string{`"public"."made_later": the table is not on the target`}; !slices.Equal(notOnTarget, want) {
+		t.Errorf("tables not on the target: %q, want %q", notOnTarget, want)
 	}
 	if err := migrate.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)

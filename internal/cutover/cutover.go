@@ -613,7 +613,7 @@ func (c *cutover) prepareReverse(ctx context.Context) error {
 	}
 	var selected []catalog.Table
 	for _, t := range all {
-		if c.selection.Selects(t.Schema, t.Name) && !c.selection.ExcludesSchema(t.Schema) {
+		if c.selection.Selects(t.Schema, t.Name) {
 			selected = append(selected, t)
 		}
 	}

@@ -139,7 +139,7 @@ func CompareRows(ctx context.Context, opts RowOptions) (*RowReport, error) {
 	}
 	var tables []catalog.Table
 	for _, t := range all {
-		if t.Kind == catalog.KindTable && selection.Selects(t.Schema, t.Name) && !selection.ExcludesSchema(t.Schema) {
+		if t.Kind == catalog.KindTable && selection.Selects(t.Schema, t.Name) {
 			tables = append(tables, t)
 		}
 	}
@@ -164,15 +164,15 @@ func CompareRows(ctx context.Context, opts RowOptions) (*RowReport, error) {
 		}
 	}()
 
+	missing, err := tablesNotOnTarget(ctx, workers[0].target, tables)
+	if err != nil {
+		return nil, err
+	}
 	results := make([]*TableResult, len(tables))
 	var chunks []chunk
 	for i, t := range tables {
 		results[i] = &TableResult{Table: t.QualifiedName(), Equal: true}
-		var onTarget bool
-		if err := workers[0].target.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", t.QualifiedName()).Scan(&onTarget); err != nil {
-			return nil, fmt.Errorf("look for %s on the target: %w", t.QualifiedName(), err)
-		}
-		if !onTarget {
+		if missing[t.QualifiedName()] {
 			results[i].Equal, results[i].Problem = false, "the table is not on the target"
 			continue
 		}
@@ -225,6 +225,25 @@ func CompareRows(ctx context.Context, opts RowOptions) (*RowReport, error) {
 		}
 	}
 	return report, nil
+}
+
+// tablesNotOnTarget lists the tables the target does not have, by quoted name.
+func tablesNotOnTarget(ctx context.Context, target pgx.Tx, tables []catalog.Table) (map[string]bool, error) {
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = t.QualifiedName()
+	}
+	rows, err := target.Query(ctx, "SELECT n FROM unnest($1::text[]) AS n WHERE to_regclass(n) IS NULL", names)
+	if err != nil {
+		return nil, fmt.Errorf("look for the tables on the target: %w", err)
+	}
+	missing := map[string]bool{}
+	var name string
+	_, err = pgx.ForEachRow(rows, []any{&name}, func() error { missing[name] = true; return nil })
+	if err != nil {
+		return nil, fmt.Errorf("look for the tables on the target: %w", err)
+	}
+	return missing, nil
 }
 
 func record(ctx context.Context, target *pgx.Conn, started time.Time, lsn pglogrepl.LSN, r *RowReport) error {
