@@ -301,7 +301,8 @@ func (s *session) loop(ctx context.Context) error {
 		if err != nil && ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err != nil && pgconn.Timeout(err) && ctx.Err() == nil {
+		switch {
+		case err != nil && pgconn.Timeout(err):
 			// Less than a batch has come: take what there is, one message at a time.
 			if err := gather.set(false); err != nil {
 				return err
@@ -317,29 +318,15 @@ func (s *session) loop(ctx context.Context) error {
 					return err
 				}
 			}
-			if err := s.statusIfDue(ctx, now); err != nil {
-				return err
-			}
-			if err := s.pollHold(ctx, now); err != nil {
-				return err
-			}
-			continue
-		}
-		if err != nil {
+		case err != nil:
 			return fmt.Errorf("receive from the source: %w", err)
-		}
-		if err := gather.set(true); err != nil {
-			return err
-		}
-		switch msg := raw.(type) {
-		case *pgproto3.ErrorResponse:
-			return fmt.Errorf("stream from the source: %w", pgconn.ErrorResponseToPgError(msg))
-		case *pgproto3.CopyData:
-			if err := s.handle(ctx, msg.Data); err != nil {
+		default:
+			if err := gather.set(true); err != nil {
 				return err
 			}
-		default:
-			return fmt.Errorf("stream from the source: unexpected message %T", raw)
+			if err := s.receive(ctx, raw); err != nil {
+				return err
+			}
 		}
 		if err := s.statusIfDue(ctx, now); err != nil {
 			return err
@@ -348,6 +335,17 @@ func (s *session) loop(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// receive handles one message of the replication connection.
+func (s *session) receive(ctx context.Context, raw pgproto3.BackendMessage) error {
+	switch msg := raw.(type) {
+	case *pgproto3.ErrorResponse:
+		return fmt.Errorf("stream from the source: %w", pgconn.ErrorResponseToPgError(msg))
+	case *pgproto3.CopyData:
+		return s.handle(ctx, msg.Data)
+	}
+	return fmt.Errorf("stream from the source: unexpected message %T", raw)
 }
 
 // statusIfDue sends the source a status when one is due, moved or not: a walsender that
