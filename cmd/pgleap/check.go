@@ -6,7 +6,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgleap/pgleap/internal/assess"
-	"github.com/pgleap/pgleap/internal/pg"
 )
 
 func init() { commands = append(commands, newCheckCommand) }
@@ -35,16 +34,11 @@ Exit status: 0 no blockers, 1 blockers found, 2 could not run.`,
 				return &usageError{err}
 			}
 			ctx := cmd.Context()
-			source, err := c.connectReadOnly(ctx, pg.Source, resolved.Source)
+			source, target, closeBoth, err := c.connectReadOnlyBoth(ctx, resolved.Source, resolved.Target)
 			if err != nil {
 				return err
 			}
-			defer source.Close(ctx)
-			target, err := c.connectReadOnly(ctx, pg.Target, resolved.Target)
-			if err != nil {
-				return err
-			}
-			defer target.Close(ctx)
+			defer closeBoth()
 
 			report, err := assess.Run(ctx, source, target, opts)
 			if err != nil {

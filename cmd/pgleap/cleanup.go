@@ -43,15 +43,11 @@ migration, which needs an empty target database.`,
 				return err
 			}
 			ctx := cmd.Context()
-			source, err := pg.Connect(ctx, pg.Source, resolved.Source)
+			source, target, err := pg.ConnectBoth(ctx, resolved.Source, resolved.Target)
 			if err != nil {
 				return err
 			}
 			defer source.Close(ctx)
-			target, err := pg.Connect(ctx, pg.Target, resolved.Target)
-			if err != nil {
-				return err
-			}
 			defer target.Close(ctx)
 			res := cleanupResult{Source: []string{}, Target: []string{}}
 			exists, err := state.Exists(ctx, target)

@@ -89,6 +89,28 @@ func (c *cli) connectReadOnly(ctx context.Context, side pg.Side, connString stri
 	return pg.ConnectConfig(ctx, side, cfg)
 }
 
+// connectReadOnlyBoth opens a read-only connection to each side, the source first; with an
+// empty source connection string, only the target (source is nil). close closes them.
+func (c *cli) connectReadOnlyBoth(ctx context.Context, sourceConn, targetConn string) (source, target *pgx.Conn, close func(), err error) {
+	if sourceConn != "" {
+		if source, err = c.connectReadOnly(ctx, pg.Source, sourceConn); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	if target, err = c.connectReadOnly(ctx, pg.Target, targetConn); err != nil {
+		if source != nil {
+			source.Close(ctx)
+		}
+		return nil, nil, nil, err
+	}
+	return source, target, func() {
+		if source != nil {
+			source.Close(context.Background())
+		}
+		target.Close(context.Background())
+	}, nil
+}
+
 // addTableFlags adds --include and --exclude, the table selection every stage shares.
 // Patterns given there replace the config file's (config.Resolve).
 func (c *cli) addTableFlags(cmd *cobra.Command) {

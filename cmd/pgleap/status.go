@@ -4,11 +4,9 @@ import (
 	"io"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/pgleap/pgleap/internal/monitor"
-	"github.com/pgleap/pgleap/internal/pg"
 )
 
 func init() { commands = append(commands, newStatusCommand) }
@@ -30,18 +28,11 @@ measures the apply rate over --sample.`,
 				return err
 			}
 			ctx := cmd.Context()
-			var source *pgx.Conn
-			if resolved.Source != "" {
-				if source, err = c.connectReadOnly(ctx, pg.Source, resolved.Source); err != nil {
-					return err
-				}
-				defer source.Close(ctx)
-			}
-			target, err := c.connectReadOnly(ctx, pg.Target, resolved.Target)
+			source, target, closeBoth, err := c.connectReadOnlyBoth(ctx, resolved.Source, resolved.Target)
 			if err != nil {
 				return err
 			}
-			defer target.Close(ctx)
+			defer closeBoth()
 			st, err := monitor.ReadStatus(ctx, target, source, sample)
 			if err != nil {
 				return err

@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgleap/pgleap/internal/config"
-	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/state"
 	"github.com/pgleap/pgleap/internal/verify"
 )
@@ -55,16 +54,11 @@ Exit status: 0 identical, 1 different, 2 could not run.`,
 				return err
 			}
 			ctx := cmd.Context()
-			source, err := c.connectReadOnly(ctx, pg.Source, resolved.Source)
+			source, target, closeBoth, err := c.connectReadOnlyBoth(ctx, resolved.Source, resolved.Target)
 			if err != nil {
 				return err
 			}
-			defer source.Close(ctx)
-			target, err := c.connectReadOnly(ctx, pg.Target, resolved.Target)
-			if err != nil {
-				return err
-			}
-			defer target.Close(ctx)
+			defer closeBoth()
 
 			selection := resolved.Tables
 			var skipped []state.SkippedObject
