@@ -16,6 +16,7 @@ import (
 
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/pgtest"
+	"github.com/pgleap/pgleap/internal/pgtest/datatest"
 )
 
 // cutoverSetup is a source with an application role and tables an application writes,
@@ -66,7 +67,7 @@ func setUpCutover(t *testing.T, target *pgtest.Server) *cutoverSetup {
 	cmd, out := startCLI(t, "migrate", "--jobs", "2", "--source", s.sourceConn, "--target", s.targetConn)
 	s.migrate = &migrateProcess{wait: cmd.Wait, stop: func() { cmd.Process.Signal(syscall.SIGINT) }, out: out.String, process: cmd.Process}
 	waitFor(t, "migrate to stream", func() bool {
-		return scalar(t, s.sourceConn, streamingSQL) == "1" && scalar(t, s.targetConn, "SELECT phase FROM pgleap.migration") == "streaming"
+		return datatest.Scalar(t, s.sourceConn, streamingSQL) == "1" && datatest.Scalar(t, s.targetConn, "SELECT phase FROM pgleap.migration") == "streaming"
 	})
 	return s
 }
@@ -84,7 +85,7 @@ func (s *cutoverSetup) writesStreamAgain(t *testing.T) *pgx.Conn {
 		t.Fatalf("the application cannot write to the source after the undone cutover: %v", err)
 	}
 	waitFor(t, "the write after the undone cutover to reach the target", func() bool {
-		return scalar(t, s.targetConn, "SELECT count(*) FROM items WHERE id = 1000") == "1"
+		return datatest.Scalar(t, s.targetConn, "SELECT count(*) FROM items WHERE id = 1000") == "1"
 	})
 	return app
 }
@@ -197,14 +198,14 @@ func (w *writer) check(t *testing.T, connString string) {
 	t.Helper()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if got := scalar(t, connString, fmt.Sprintf("SELECT count(*) FROM items WHERE id = ANY('%s'::int[])", intArray(w.items))); got != fmt.Sprint(len(w.items)) {
+	if got := datatest.Scalar(t, connString, fmt.Sprintf("SELECT count(*) FROM items WHERE id = ANY('%s'::int[])", intArray(w.items))); got != fmt.Sprint(len(w.items)) {
 		t.Errorf("of %d acknowledged items, %s are there", len(w.items), got)
 	}
 	// A transaction that failed (a freeze ended its session, the test ended) may have
 	// committed all the same: the counter is at least what was acknowledged, and at most
 	// that plus the failed attempts.
 	var counter int64
-	fmt.Sscan(scalar(t, connString, "SELECT n FROM counters WHERE id = 1"), &counter)
+	fmt.Sscan(datatest.Scalar(t, connString, "SELECT n FROM counters WHERE id = 1"), &counter)
 	if counter < w.counted || counter > w.counted+int64(len(w.errors)) {
 		t.Errorf("the counter is %d: %d increments were acknowledged, %d attempts failed", counter, w.counted, len(w.errors))
 	}
@@ -261,7 +262,7 @@ func TestCutoverAndRollbackWithoutPooler(t *testing.T) {
 			[]string{switched, switchedBack})
 	}()
 	waitFor(t, "the application's writes to reach the target", func() bool {
-		return scalar(t, s.targetConn, "SELECT count(*) >= 30 FROM items") == "true"
+		return datatest.Scalar(t, s.targetConn, "SELECT count(*) >= 30 FROM items") == "true"
 	})
 	// A large object changed after the copy: logical replication does not carry it.
 	s.source.Exec(t, s.sourceDB, "SELECT lo_from_bytea(0, 'after the copy')")
@@ -277,7 +278,7 @@ func TestCutoverAndRollbackWithoutPooler(t *testing.T) {
 	}
 	t.Logf("cutover: writes paused %.0f ms", r.WritePauseMS)
 	waitFor(t, "the application to write to the target", func() bool { return w.moved(1, 30) })
-	if phase := scalar(t, s.targetConn, "SELECT phase FROM pgleap.migration"); phase != "reverse-streaming" {
+	if phase := datatest.Scalar(t, s.targetConn, "SELECT phase FROM pgleap.migration"); phase != "reverse-streaming" {
 		t.Errorf("phase after the cutover: %s", phase)
 	}
 	if code, stdout, _ := pgleap(t, nil, append([]string{"status"}, conns...)...); code != exitOK ||
@@ -296,8 +297,8 @@ func TestCutoverAndRollbackWithoutPooler(t *testing.T) {
 		conn.Close(context.Background())
 		t.Error("the application could still connect to the frozen source")
 	}
-	onTarget := scalar(t, s.targetConn, "SELECT max(id) FROM items")
-	for deadline := time.Now().Add(30 * time.Second); scalar(t, s.sourceConn, "SELECT count(*) FROM items WHERE id = "+onTarget) != "1"; time.Sleep(50 * time.Millisecond) {
+	onTarget := datatest.Scalar(t, s.targetConn, "SELECT max(id) FROM items")
+	for deadline := time.Now().Add(30 * time.Second); datatest.Scalar(t, s.sourceConn, "SELECT count(*) FROM items WHERE id = "+onTarget) != "1"; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the writes on the target did not stream back to the source\nmigrate:\n%s", s.migrate.out())
 		}
@@ -318,7 +319,7 @@ func TestCutoverAndRollbackWithoutPooler(t *testing.T) {
 	<-done
 
 	w.check(t, s.sourceConn)
-	if got := scalar(t, s.sourceConn, "SELECT count(*) FROM pg_largeobject_metadata"); got != "2" {
+	if got := datatest.Scalar(t, s.sourceConn, "SELECT count(*) FROM pg_largeobject_metadata"); got != "2" {
 		t.Errorf("large objects on the source: %s, want 2", got)
 	}
 	t.Logf("%d writes acknowledged (%d before the cutover, %d on the target), %d failed during the freezes",
@@ -351,7 +352,7 @@ func TestCutoverAndRollbackThroughPgBouncer(t *testing.T) {
 		w.run(ctx, []string{bouncer.ConnString("app", s.appRole)}, nil)
 	}()
 	waitFor(t, "the application's writes to reach the target", func() bool {
-		return scalar(t, s.targetConn, "SELECT count(*) >= 30 FROM items") == "true"
+		return datatest.Scalar(t, s.targetConn, "SELECT count(*) >= 30 FROM items") == "true"
 	})
 	args := []string{"--json", "--source", s.sourceConn, "--target", s.targetConn, "--pgbouncer", bouncer.AdminConnString(),
 		"--pgbouncer-database", "app", "--pgbouncer-databases-file", bouncer.DatabasesFile}
@@ -365,9 +366,9 @@ func TestCutoverAndRollbackThroughPgBouncer(t *testing.T) {
 		n := w.count()
 		waitFor(t, "the application to write after "+command, func() bool { return w.wrote(n, 30) })
 		if command == "cutover" {
-			onTarget := scalar(t, s.targetConn, "SELECT max(id) FROM items")
+			onTarget := datatest.Scalar(t, s.targetConn, "SELECT max(id) FROM items")
 			waitFor(t, "the writes on the target to stream back", func() bool {
-				return scalar(t, s.sourceConn, "SELECT count(*) FROM items WHERE id = "+onTarget) == "1"
+				return datatest.Scalar(t, s.sourceConn, "SELECT count(*) FROM items WHERE id = "+onTarget) == "1"
 			})
 		}
 	}
@@ -392,7 +393,7 @@ func TestCutoverAndRollbackThroughPgBouncer(t *testing.T) {
 	if code != exitOK || !strings.Contains(stdout, "replication slot pgleap_back_") || !strings.Contains(stdout, "dropped on the source: schema pgleap (the way back)") {
 		t.Errorf("cleanup after the rollback: exit %d\n%s%s", code, stdout, stderr)
 	}
-	if n := scalar(t, s.targetConn, "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()"); n != "0" {
+	if n := datatest.Scalar(t, s.targetConn, "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()"); n != "0" {
 		t.Errorf("cleanup left %s slots on the target", n)
 	}
 	s.target.Exec(t, s.targetDB, fmt.Sprintf("BEGIN READ WRITE; ALTER DATABASE %[1]s CONNECTION LIMIT -1; ALTER DATABASE %[1]s RESET default_transaction_read_only; COMMIT",
@@ -416,18 +417,18 @@ func TestCutoverUndone(t *testing.T) {
 	}
 
 	s.source.Exec(t, s.sourceDB, "INSERT INTO items SELECT g, 'x' FROM generate_series(1, 100) g")
-	waitFor(t, "the rows to reach the target", func() bool { return scalar(t, s.targetConn, "SELECT count(*) FROM items") == "100" })
+	waitFor(t, "the rows to reach the target", func() bool { return datatest.Scalar(t, s.targetConn, "SELECT count(*) FROM items") == "100" })
 	s.target.Exec(t, s.targetDB, "BEGIN READ WRITE; UPDATE items SET note = 'forked' WHERE id = 7; COMMIT")
 
 	code, stdout, stderr = pgleap(t, nil, append(args, "--verify", "full")...)
 	if code != exitAnswerNo || !strings.Contains(stdout, "undone: verify (full)") || !strings.Contains(stdout, `"public"."items"`) {
 		t.Fatalf("cutover onto a forked target: exit %d\n%s%s", code, stdout, stderr)
 	}
-	if n := scalar(t, s.sourceConn, "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgleap'"); n != "0" {
+	if n := datatest.Scalar(t, s.sourceConn, "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgleap'"); n != "0" {
 		t.Error("the undone cutover left a pgleap schema on the source")
 	}
 	app := s.writesStreamAgain(t)
-	if got := scalar(t, s.targetConn, "SELECT phase || ' ' || (SELECT outcome FROM pgleap.cutover) FROM pgleap.migration"); got != "streaming undone" {
+	if got := datatest.Scalar(t, s.targetConn, "SELECT phase || ' ' || (SELECT outcome FROM pgleap.cutover) FROM pgleap.migration"); got != "streaming undone" {
 		t.Errorf("phase and cutover outcome: %s", got)
 	}
 
@@ -436,7 +437,9 @@ func TestCutoverUndone(t *testing.T) {
 		t.Fatal(err)
 	}
 	app.Close(context.Background())
-	waitFor(t, "the mend to reach the target", func() bool { return scalar(t, s.targetConn, "SELECT count(*) FROM items WHERE id = 1001") == "1" })
+	waitFor(t, "the mend to reach the target", func() bool {
+		return datatest.Scalar(t, s.targetConn, "SELECT count(*) FROM items WHERE id = 1001") == "1"
+	})
 	// The cutover refuses while the last verification differed: one that finds them equal first.
 	if code, stdout, _ := pgleap(t, nil, "verify", "--source", s.sourceConn, "--target", s.targetConn); code != exitOK {
 		t.Fatalf("verify after the mend: exit %d\n%s", code, stdout)
@@ -452,7 +455,7 @@ func TestCutoverUndone(t *testing.T) {
 	if code != exitCannotRun || !strings.Contains(stderr, "was cut over") {
 		t.Errorf("migrate after the cutover: exit %d, %s", code, stderr)
 	}
-	if phase := scalar(t, s.targetConn, "SELECT phase FROM pgleap.migration"); phase != "cutover-done" {
+	if phase := datatest.Scalar(t, s.targetConn, "SELECT phase FROM pgleap.migration"); phase != "cutover-done" {
 		t.Errorf("phase after a cutover without the way back: %s", phase)
 	}
 	s.source.Exec(t, s.sourceDB, fmt.Sprintf("BEGIN READ WRITE; ALTER DATABASE %[1]s CONNECTION LIMIT -1; ALTER DATABASE %[1]s RESET default_transaction_read_only; COMMIT",
@@ -473,7 +476,7 @@ func TestCutoverUndoneWhenTheTargetCrashes(t *testing.T) {
 	target := pgtest.Start(t, pgtest.TargetMajor(), pgtest.Options{Durable: true})
 	s := setUpCutover(t, target)
 	s.source.Exec(t, s.sourceDB, "INSERT INTO items SELECT g, 'x' FROM generate_series(1, 100) g")
-	waitFor(t, "the rows to reach the target", func() bool { return scalar(t, s.targetConn, "SELECT count(*) FROM items") == "100" })
+	waitFor(t, "the rows to reach the target", func() bool { return datatest.Scalar(t, s.targetConn, "SELECT count(*) FROM items") == "100" })
 	// The apply stands still, so the cutover waits for it in its third step.
 	if err := s.migrate.process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -488,7 +491,7 @@ func TestCutoverUndoneWhenTheTargetCrashes(t *testing.T) {
 		finished <- outcome{code, stdout, stderr}
 	}()
 	waitFor(t, "the cutover to wait for the apply", func() bool {
-		return scalar(t, s.targetConn, "SELECT count(*) FROM pgleap.cutover WHERE finished_at IS NULL AND timeline::text LIKE '%freeze writes%'") == "1"
+		return datatest.Scalar(t, s.targetConn, "SELECT count(*) FROM pgleap.cutover WHERE finished_at IS NULL AND timeline::text LIKE '%freeze writes%'") == "1"
 	})
 	if err := target.Restart(context.Background()); err != nil {
 		t.Fatal(err)
@@ -526,7 +529,7 @@ func TestCutoverUndoneWhenTheFreezeIsBroken(t *testing.T) {
 			t.Fatalf("the cutover ended before the apply could go on:\n%s", out)
 		default:
 		}
-		return scalar(t, s.targetConn, "SELECT count(*) FROM pgleap.cutover WHERE finished_at IS NULL AND timeline::text LIKE '%apply everything%'") == "1"
+		return datatest.Scalar(t, s.targetConn, "SELECT count(*) FROM pgleap.cutover WHERE finished_at IS NULL AND timeline::text LIKE '%apply everything%'") == "1"
 	})
 	s.source.Exec(t, s.sourceDB, "BEGIN READ WRITE; INSERT INTO items VALUES (500, 'past the freeze'); COMMIT")
 	if err := s.migrate.process.Signal(syscall.SIGCONT); err != nil {

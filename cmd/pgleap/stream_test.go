@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgleap/pgleap/internal/pg"
@@ -42,10 +41,10 @@ func TestKilledMidStreamResumes(t *testing.T) {
 	go func() { writerDone <- writeTransfers(writerCtx, sourceConn, &written) }()
 
 	first, firstOut := startCLI(t, args...)
-	waitFor(t, "the first run to stream", func() bool { return scalar(t, sourceConn, streamingSQL) == "1" })
+	waitFor(t, "the first run to stream", func() bool { return datatest.Scalar(t, sourceConn, streamingSQL) == "1" })
 	// The kill must come after the first run applied transfers, so the rerun has some to not repeat.
 	waitFor(t, "the first run to apply", func() bool {
-		return scalar(t, targetConn, "SELECT count(*) FROM pgleap.replication WHERE applied_transactions > 0") == "1"
+		return datatest.Scalar(t, targetConn, "SELECT count(*) FROM pgleap.replication WHERE applied_transactions > 0") == "1"
 	})
 	for n := written.Load(); written.Load() < n+200; time.Sleep(10 * time.Millisecond) {
 	}
@@ -71,9 +70,9 @@ func TestKilledMidStreamResumes(t *testing.T) {
 	if err := <-writerDone; err != nil {
 		t.Fatal(err)
 	}
-	want := scalar(t, sourceConn, "SELECT pg_current_wal_insert_lsn()::text")
+	want := datatest.Scalar(t, sourceConn, "SELECT pg_current_wal_insert_lsn()::text")
 	waitFor(t, "the second run to catch up", func() bool {
-		return lsnAtLeast(t, scalar(t, targetConn, "SELECT coalesce(applied_lsn, '0/0')::text FROM pgleap.replication"), want)
+		return lsnAtLeast(t, datatest.Scalar(t, targetConn, "SELECT coalesce(applied_lsn, '0/0')::text FROM pgleap.replication"), want)
 	})
 	code, stdout, stderr := pgleap(t, nil, "status", "--json", "--source", sourceConn, "--target", targetConn, "--sample", "200ms")
 	var st struct {
@@ -105,7 +104,7 @@ func TestKilledMidStreamResumes(t *testing.T) {
 	}
 	datatest.RequireSameRows(t, sourceConn, targetConn, 2)
 	// Each transfer writes two history rows: one applied twice or in part shows here too.
-	if sum, rows := scalar(t, targetConn, "SELECT sum(balance) FROM accounts"), scalar(t, targetConn, "SELECT count(*) FROM history"); sum != "0" ||
+	if sum, rows := datatest.Scalar(t, targetConn, "SELECT sum(balance) FROM accounts"), datatest.Scalar(t, targetConn, "SELECT count(*) FROM history"); sum != "0" ||
 		rows != fmt.Sprint(2*written.Load()) {
 		t.Errorf("on the target balances sum to %s and history holds %s rows; want 0 and %d", sum, rows, 2*written.Load())
 	}
@@ -116,7 +115,7 @@ const streamingSQL = "SELECT count(*) FROM pg_stat_replication WHERE application
 
 // writeTransfers moves money between accounts, one transaction per transfer, until ctx ends.
 func writeTransfers(ctx context.Context, connString string, written *atomic.Int64) error {
-	conn, err := pgxConnect(connString)
+	conn, err := pg.Connect(context.Background(), pg.Source, connString)
 	if err != nil {
 		return err
 	}
@@ -170,28 +169,6 @@ func lsnAtLeast(t *testing.T, got, want string) bool {
 		t.Fatal(err)
 	}
 	return g >= w
-}
-
-// scalar runs a query that returns one value and returns it as text ("" for NULL).
-func scalar(t *testing.T, connString, sql string) string {
-	t.Helper()
-	conn, err := pgxConnect(connString)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	var v *string
-	if err := conn.QueryRow(context.Background(), "SELECT ("+sql+")::text").Scan(&v); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	if v == nil {
-		return ""
-	}
-	return *v
-}
-
-func pgxConnect(connString string) (*pgx.Conn, error) {
-	return pg.Connect(context.Background(), pg.Source, connString)
 }
 
 func isSQLState(err error, code string) bool {

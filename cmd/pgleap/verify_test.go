@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/pgleap/pgleap/internal/pgtest"
+	"github.com/pgleap/pgleap/internal/pgtest/datatest"
 )
 
 // verifyReport is the part of verify --json the tests read.
@@ -63,7 +64,7 @@ func TestVerifyRows(t *testing.T) {
 		ANALYZE`)
 	conns := []string{"--source", sourceConn, "--target", targetConn}
 	migrate, migrateOut := startCLI(t, append([]string{"migrate", "--jobs", "2"}, conns...)...)
-	waitFor(t, "migrate to stream", func() bool { return scalar(t, sourceConn, streamingSQL) == "1" })
+	waitFor(t, "migrate to stream", func() bool { return datatest.Scalar(t, sourceConn, streamingSQL) == "1" })
 
 	writerCtx, stopWriter := context.WithCancel(context.Background())
 	defer stopWriter()
@@ -143,10 +144,10 @@ func TestVerifyRows(t *testing.T) {
 	if code != exitAnswerNo || !strings.Contains(stdout, `"public"."pgbench_accounts": DIFFERS`) || !strings.Contains(stdout, "the data differs in 3 of") {
 		t.Errorf("verify's text report: exit %d\n%s", code, stdout)
 	}
-	if last := scalar(t, targetConn, "SELECT equal FROM pgleap.verification ORDER BY id DESC LIMIT 1"); last != "false" {
+	if last := datatest.Scalar(t, targetConn, "SELECT equal FROM pgleap.verification ORDER BY id DESC LIMIT 1"); last != "false" {
 		t.Errorf("the last recorded verification is equal=%s, want false", last)
 	}
-	if n := scalar(t, targetConn, "SELECT count(*) FROM pgleap.verification WHERE equal"); n != "10" {
+	if n := datatest.Scalar(t, targetConn, "SELECT count(*) FROM pgleap.verification WHERE equal"); n != "10" {
 		t.Errorf("recorded equal verifications: %s, want 10", n)
 	}
 	code, stdout, _ = pgleap(t, nil, append([]string{"status"}, conns...)...)
@@ -180,7 +181,7 @@ func TestVerifyRows(t *testing.T) {
 	if code != exitCannotRun || !strings.Contains(stderr, "pgleap migrate is not streaming") {
 		t.Errorf("verify with migrate stopped: exit %d, %s", code, stderr)
 	}
-	if hold := scalar(t, targetConn, "SELECT hold_lsn FROM pgleap.replication"); hold != "" {
+	if hold := datatest.Scalar(t, targetConn, "SELECT hold_lsn FROM pgleap.replication"); hold != "" {
 		t.Errorf("verify left a hold behind: %s", hold)
 	}
 }

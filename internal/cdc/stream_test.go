@@ -107,7 +107,7 @@ func TestStreamAppliesEveryChange(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := startStream(t, ctx, sourceConn, targetConn)
 	for _, sql := range streamChanges {
-		execSQL(t, sourceConn, sql)
+		datatest.Exec(t, sourceConn, sql)
 	}
 	waitCaughtUp(t, sourceConn, targetConn, done)
 	cancel()
@@ -132,7 +132,7 @@ func TestStreamSurvivesLostConnections(t *testing.T) {
 	for round := range 6 {
 		for i := range 50 {
 			id := round*50 + i + 1
-			execSQL(t, sourceConn, fmt.Sprintf("BEGIN; INSERT INTO ticks VALUES (%d, %[1]d); UPDATE ticks SET v = v + 1 WHERE id = 0; COMMIT", id))
+			datatest.Exec(t, sourceConn, fmt.Sprintf("BEGIN; INSERT INTO ticks VALUES (%d, %[1]d); UPDATE ticks SET v = v + 1 WHERE id = 0; COMMIT", id))
 		}
 		// Each time the session is found first: after the last kill the stream may still
 		// be waiting to reconnect.
@@ -161,8 +161,8 @@ func TestStreamSurvivesLostConnections(t *testing.T) {
 func TestStreamStopsOnSchemaChange(t *testing.T) {
 	source, target := pgtest.Shared(t, pgtest.SourceMajor()), pgtest.Shared(t, pgtest.TargetMajor())
 	sourceConn, targetConn := followedPair(t, source, target, `CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items VALUES (1, 'a')`)
-	execSQL(t, sourceConn, "ALTER TABLE items ADD COLUMN price numeric(10,2)")
-	execSQL(t, sourceConn, "INSERT INTO items VALUES (2, 'b', 9.99)")
+	datatest.Exec(t, sourceConn, "ALTER TABLE items ADD COLUMN price numeric(10,2)")
+	datatest.Exec(t, sourceConn, "INSERT INTO items VALUES (2, 'b', 9.99)")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stats := <-startStream(t, ctx, sourceConn, targetConn)
@@ -170,7 +170,7 @@ func TestStreamStopsOnSchemaChange(t *testing.T) {
 	if !errors.As(stats.err, &mismatch) || !strings.Contains(stats.err.Error(), `ALTER TABLE "public"."items" ADD COLUMN "price" numeric(10,2);`) {
 		t.Fatalf("stream after a column was added on the source = %v, want the DDL to run", stats.err)
 	}
-	execSQL(t, targetConn, "SET default_transaction_read_only = off; ALTER TABLE items ADD COLUMN price numeric(10,2)")
+	datatest.Exec(t, targetConn, "SET default_transaction_read_only = off; ALTER TABLE items ADD COLUMN price numeric(10,2)")
 	catchUp(t, sourceConn, targetConn)
 
 	// A column retyped, then one dropped, on the source: each stops the stream with its DDL.
@@ -180,7 +180,7 @@ func TestStreamStopsOnSchemaChange(t *testing.T) {
 		{"ALTER TABLE items DROP COLUMN price; INSERT INTO items VALUES (4, 'd')",
 			`ALTER TABLE "public"."items" DROP COLUMN "price";`},
 	} {
-		execSQL(t, sourceConn, change.source)
+		datatest.Exec(t, sourceConn, change.source)
 		done := startStream(t, ctx, sourceConn, targetConn)
 		var stats streamResult
 		select {
@@ -191,7 +191,7 @@ func TestStreamStopsOnSchemaChange(t *testing.T) {
 		if !errors.As(stats.err, &mismatch) || !strings.Contains(stats.err.Error(), change.ddl) {
 			t.Fatalf("stream after %q = %v, want the DDL %s", change.source, stats.err, change.ddl)
 		}
-		execSQL(t, targetConn, "SET default_transaction_read_only = off; "+change.ddl)
+		datatest.Exec(t, targetConn, "SET default_transaction_read_only = off; "+change.ddl)
 		catchUp(t, sourceConn, targetConn)
 	}
 	datatest.RequireSameRows(t, sourceConn, targetConn, 1)
@@ -241,27 +241,11 @@ func startStream(t *testing.T, ctx context.Context, sourceConn, targetConn strin
 	return done
 }
 
-func execSQL(t *testing.T, connString, sql string, args ...any) {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := pg.Connect(ctx, pg.Source, connString)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, sql, args...); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
 // countRows runs a query and counts the rows it returns.
 func countRows(t *testing.T, connString, sql string) int {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := pg.Connect(ctx, pg.Source, connString)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := datatest.Connect(t, connString)
 	defer conn.Close(ctx)
 	rows, err := conn.Query(ctx, sql)
 	if err != nil {
@@ -335,7 +319,7 @@ func TestStreamSurvivesTargetCrash(t *testing.T) {
 	defer cancel()
 	done := startStream(t, ctx, sourceConn, targetConn)
 	for i := 1; i <= 600; i++ {
-		execSQL(t, sourceConn, fmt.Sprintf("BEGIN; INSERT INTO ticks VALUES (%d, %[1]d); UPDATE ticks SET v = v + 1 WHERE id = 0; COMMIT", i))
+		datatest.Exec(t, sourceConn, fmt.Sprintf("BEGIN; INSERT INTO ticks VALUES (%d, %[1]d); UPDATE ticks SET v = v + 1 WHERE id = 0; COMMIT", i))
 		if i == 300 {
 			if err := target.Restart(context.Background()); err != nil {
 				t.Fatal(err)
@@ -360,21 +344,21 @@ func TestStreamLargeTransactions(t *testing.T) {
 	// The walsender reads the database's settings: a small budget makes pgoutput stream
 	// (the setting exists from 13 on).
 	if pgtest.SourceMajor() >= 13 {
-		execSQL(t, sourceConn, "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET logical_decoding_work_mem = ''64kB''', current_database()); END $$")
+		datatest.Exec(t, sourceConn, "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET logical_decoding_work_mem = ''64kB''', current_database()); END $$")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := startStream(t, ctx, sourceConn, targetConn)
 
-	execSQL(t, sourceConn, `BEGIN; INSERT INTO big SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g;
+	datatest.Exec(t, sourceConn, `BEGIN; INSERT INTO big SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g;
 		UPDATE big SET pad = 'updated' WHERE id % 3 = 0; COMMIT`)
-	execSQL(t, sourceConn, `BEGIN; INSERT INTO big SELECT g, 'kept' FROM generate_series(20001, 25000) g;
+	datatest.Exec(t, sourceConn, `BEGIN; INSERT INTO big SELECT g, 'kept' FROM generate_series(20001, 25000) g;
 		SAVEPOINT s; INSERT INTO big SELECT g, 'rolled back' FROM generate_series(25001, 30000) g; DELETE FROM big WHERE id <= 100;
 		ROLLBACK TO s; INSERT INTO big SELECT g, 'after' FROM generate_series(30001, 31000) g; COMMIT`)
-	execSQL(t, sourceConn, `BEGIN; INSERT INTO big SELECT g, 'never' FROM generate_series(40001, 50000) g; ROLLBACK`)
+	datatest.Exec(t, sourceConn, `BEGIN; INSERT INTO big SELECT g, 'never' FROM generate_series(40001, 50000) g; ROLLBACK`)
 	// "later" is first touched inside a subtransaction that rolls back: pgoutput describes
 	// it there, once, and the changes after the rollback still need that description.
-	execSQL(t, sourceConn, `BEGIN; SAVEPOINT s; INSERT INTO later SELECT g, repeat('y', 100) FROM generate_series(1, 5000) g;
+	datatest.Exec(t, sourceConn, `BEGIN; SAVEPOINT s; INSERT INTO later SELECT g, repeat('y', 100) FROM generate_series(1, 5000) g;
 		ROLLBACK TO s; INSERT INTO later SELECT g, 'kept' FROM generate_series(1, 5000) g; COMMIT`)
 
 	long, err := pg.Connect(ctx, pg.Source, sourceConn)
@@ -386,7 +370,7 @@ func TestStreamLargeTransactions(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 20 {
-		execSQL(t, sourceConn, fmt.Sprintf("INSERT INTO small VALUES (%d)", i))
+		datatest.Exec(t, sourceConn, fmt.Sprintf("INSERT INTO small VALUES (%d)", i))
 	}
 	if _, err := long.Exec(ctx, "UPDATE big SET pad = 'long, updated' WHERE id > 59000; COMMIT"); err != nil {
 		t.Fatal(err)
@@ -448,7 +432,7 @@ func TestStreamTorture(t *testing.T) {
 			ctx, stop = context.WithCancel(context.Background())
 			stream = startStream(t, ctx, sourceConn, targetConn)
 		case r == 2:
-			execSQL(t, sourceConn, "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'pgleap_stream'")
+			datatest.Exec(t, sourceConn, "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'pgleap_stream'")
 		}
 		for range rng.IntN(20) {
 			commits++

@@ -9,7 +9,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/pgtest"
 	"github.com/pgleap/pgleap/internal/pgtest/datatest"
 	"github.com/pgleap/pgleap/internal/schema"
@@ -78,12 +77,8 @@ ANALYZE;
 // connections with pgleap's exact-text session settings.
 func tableHashes(t *testing.T, connString string) map[string]string {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pg.Connect(ctx, pg.Source, connString)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := datatest.Connect(t, connString)
+	defer conn.Close(context.Background())
 	hashes := map[string]string{}
 	for table, d := range datatest.Digests(t, connString) {
 		hashes[table] = d.String()

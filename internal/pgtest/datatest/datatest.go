@@ -15,14 +15,48 @@ import (
 	"github.com/pgleap/pgleap/internal/pg"
 )
 
+// Connect opens a connection with pgleap's session settings to the database at connString,
+// closed when the test ends.
+func Connect(t testing.TB, connString string) *pgx.Conn {
+	t.Helper()
+	conn, err := pg.Connect(context.Background(), pg.Source, connString)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// Exec runs sql on the database at connString, and fails the test if it fails.
+func Exec(t testing.TB, connString, sql string, args ...any) {
+	t.Helper()
+	conn := Connect(t, connString)
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// Scalar runs a query that returns one value and returns it as text ("" for NULL).
+func Scalar(t testing.TB, connString, sql string) string {
+	t.Helper()
+	conn := Connect(t, connString)
+	defer conn.Close(context.Background())
+	var v *string
+	if err := conn.QueryRow(context.Background(), "SELECT ("+sql+")::text").Scan(&v); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	if v == nil {
+		return ""
+	}
+	return *v
+}
+
 // Digests hashes every row of every table of the database at connString.
 func Digests(t testing.TB, connString string) map[string]TableDigest {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := pg.Connect(ctx, pg.Source, connString)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := Connect(t, connString)
 	defer conn.Close(ctx)
 	d, err := DigestTables(ctx, conn)
 	if err != nil {
