@@ -462,24 +462,15 @@ func (c *cutover) steps(ctx context.Context) error {
 		if err := freeze(ctx, c.source, u); err != nil {
 			return err
 		}
-		// The insert position: every commit record of the transactions that ended before is in
-		// the WAL below it, written to disk or not (asynchronous commits).
-		return c.source.QueryRow(ctx, "SELECT pg_catalog.pg_current_wal_insert_lsn()").Scan(&freezeLSN)
+		freezeLSN, err = c.insertLSN(ctx)
+		return err
 	})
 	if err != nil {
 		return err
 	}
 	c.result.FreezeLSN = freezeLSN.String()
 	err = c.step(ctx, "apply everything committed before the freeze", func(ctx context.Context) error {
-		held, _, err := cdc.HoldAt(ctx, c.source, c.target, c.repl.Slot, freezeLSN, c.opts.DrainTimeout)
-		if err == nil && !held {
-			err = fmt.Errorf("the apply met a source transaction that committed after the freeze at %s: a session wrote past it", freezeLSN)
-		}
-		if err != nil {
-			return err
-		}
-		progress, err := state.LoadProgress(ctx, c.target)
-		changesAtFreeze = progress.Changes
+		changesAtFreeze, err = c.holdApplyAt(ctx, freezeLSN)
 		return err
 	})
 	if err != nil {
@@ -541,6 +532,30 @@ func (c *cutover) steps(ctx context.Context) error {
 	})
 }
 
+// insertLSN is the source's WAL insert position: every commit record of the transactions
+// that ended before is below it, written to disk or not (asynchronous commits).
+func (c *cutover) insertLSN(ctx context.Context) (pglogrepl.LSN, error) {
+	var lsn pglogrepl.LSN
+	if err := c.source.QueryRow(ctx, "SELECT pg_catalog.pg_current_wal_insert_lsn()").Scan(&lsn); err != nil {
+		return 0, fmt.Errorf("read the source's WAL position: %w", err)
+	}
+	return lsn, nil
+}
+
+// holdApplyAt holds the apply at the source's position lsn and returns how many row changes
+// it has applied, ever, once it stands there.
+func (c *cutover) holdApplyAt(ctx context.Context, lsn pglogrepl.LSN) (int64, error) {
+	held, _, err := cdc.HoldAt(ctx, c.source, c.target, c.repl.Slot, lsn, c.opts.DrainTimeout)
+	if err == nil && !held {
+		err = fmt.Errorf("the apply met a source transaction that committed after %s: a session wrote past the freeze", lsn)
+	}
+	if err != nil {
+		return 0, err
+	}
+	progress, err := state.LoadProgress(ctx, c.target)
+	return progress.Changes, err
+}
+
 // confirmFrozen proves that nothing wrote to the migrated tables since the freeze: the
 // apply, held at the freeze, is let go on to the source's position now and must find no row
 // change on the way. Only a superuser could have written (the connection limit stops every
@@ -558,22 +573,15 @@ func (c *cutover) confirmFrozen(ctx context.Context, changesAtFreeze int64) erro
 	if len(sessions) > 0 {
 		return fmt.Errorf("sessions connected to the frozen source: %s", strings.Join(sessions, "; "))
 	}
-	var now pglogrepl.LSN
-	if err := c.source.QueryRow(ctx, "SELECT pg_catalog.pg_current_wal_insert_lsn()").Scan(&now); err != nil {
-		return err
-	}
-	held, _, err := cdc.HoldAt(ctx, c.source, c.target, c.repl.Slot, now, c.opts.DrainTimeout)
-	if err == nil && !held {
-		err = fmt.Errorf("the apply did not hold at %s", now)
-	}
+	now, err := c.insertLSN(ctx)
 	if err != nil {
 		return err
 	}
-	progress, err := state.LoadProgress(ctx, c.target)
+	changes, err := c.holdApplyAt(ctx, now)
 	if err != nil {
 		return err
 	}
-	if n := progress.Changes - changesAtFreeze; n != 0 {
+	if n := changes - changesAtFreeze; n != 0 {
 		return fmt.Errorf("%d row changes to the migrated tables were committed on the source after the freeze (by a superuser, who can turn read-only off): end those sessions and cut over again", n)
 	}
 	return nil
