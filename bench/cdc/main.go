@@ -544,7 +544,7 @@ func (b *bench) cpuUse(ctx context.Context, applicationName, db, targetPids stri
 		}
 		return total, nil
 	}
-	walsenders, err := b.walsenderPids(ctx, applicationName)
+	walsenders, err := pidsOf(b.source, sourceDB, "SELECT pid FROM pg_stat_replication WHERE application_name = $1", applicationName)
 	if err != nil {
 		return u, fmt.Errorf("find the walsender: %w", err)
 	}
@@ -562,16 +562,6 @@ func (b *bench) cpuUse(ctx context.Context, applicationName, db, targetPids stri
 		u.follower, err = processCPU(followerPid)
 	}
 	return u, err
-}
-
-func (b *bench) walsenderPids(ctx context.Context, applicationName string) ([]int, error) {
-	conn, err := pgx.Connect(ctx, b.source.ConnString(sourceDB))
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close(context.Background())
-	rows, _ := conn.Query(ctx, "SELECT pid FROM pg_stat_replication WHERE application_name = $1", applicationName)
-	return pgx.CollectRows(rows, pgx.RowTo[int])
 }
 
 // processCPU is the user and system time of a process of this machine.
