@@ -19,12 +19,14 @@ build:
 	go build -ldflags '$(GO_LDFLAGS)' -o bin/pgleap ./cmd/pgleap
 
 deps:
-	scripts/install-postgres.sh $(sort $(SOURCE_MAJOR) $(TARGET_MAJOR))
+	scripts/install-postgres.sh --browser $(sort $(SOURCE_MAJOR) $(TARGET_MAJOR))
 	go mod download
 
+# Files tests leave for people to look at (the status page's screenshot) land in test-output/.
 test: deps
 	go vet ./...
-	go test -race -timeout $(TEST_TIMEOUT) ./...
+	mkdir -p test-output
+	go test -race -timeout $(TEST_TIMEOUT) -artifacts -outputdir $(CURDIR)/test-output ./...
 
 demo: build
 	scripts/install-postgres.sh 13 17
@@ -37,4 +39,4 @@ bench: build deps
 	scripts/bench.sh
 
 clean: demo-stop
-	rm -rf bin .demo
+	rm -rf bin .demo test-output

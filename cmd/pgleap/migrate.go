@@ -8,9 +8,11 @@ import (
 	"io"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/pgleap/pgleap/internal/cdc"
 	"github.com/pgleap/pgleap/internal/config"
@@ -28,6 +30,7 @@ func newMigrateCommand(c *cli) *cobra.Command {
 	copyOpts := datacopy.Options{Jobs: runtime.NumCPU(), Format: "auto"}
 	var schemaOnly, noFollow, noTargetGuard bool
 	var splitLargerThan string
+	var watch watchOptions
 	cmd := &cobra.Command{
 		Use:   "migrate",
 		Short: "Copy the source into the target, then keep it in sync until cutover",
@@ -62,6 +65,9 @@ streaming from the last change the target committed.`,
 			if copyOpts.SplitLargerThan, err = config.ParseBytes(splitLargerThan); err != nil {
 				return &usageError{fmt.Errorf("--split-larger-than: %w", err)}
 			}
+			if err := watch.parse(); err != nil {
+				return err
+			}
 			resolved, err := c.connections("source", "target")
 			if err != nil {
 				return err
@@ -82,14 +88,25 @@ streaming from the last change the target committed.`,
 			if err != nil {
 				return err
 			}
+			tracker, stopTracking, err := c.track(ctx, watch, opts.Source, opts.Target)
+			if err != nil {
+				return err
+			}
+			defer func() {
+				if err != nil && ctx.Err() == nil {
+					c.events.Failed(err)
+				}
+				stopTracking()
+			}()
 			if reverse {
+				tracker.StreamBack()
 				return c.streamBack(ctx, opts.Source, opts.Target)
 			}
 			if !schemaOnly {
 				copyOpts.Source, copyOpts.Target, copyOpts.Tables, copyOpts.Logger = opts.Source, opts.Target, opts.Tables, c.logger
 				copyOpts.Follow = !noFollow
 				progress := monitor.NewCopyProgress(c.stderr, c.logger, 10*time.Second)
-				copyOpts.Progress = progress
+				copyOpts.Progress = progressTee{progress, tracker}
 				result, err := datacopy.FullLoad(ctx, opts, copyOpts)
 				progress.Close()
 				if err != nil {
@@ -118,6 +135,7 @@ streaming from the last change the target committed.`,
 					fmt.Fprintln(c.stdout, "the target took over from the source (pgleap cutover): nothing streams from the source any more")
 					reverse, err := afterCutover(ctx, opts.Source, opts.Target)
 					if reverse {
+						tracker.StreamBack()
 						return c.streamBack(ctx, opts.Source, opts.Target)
 					}
 					// Without the way back, the migrate's work is over: afterCutover says so.
@@ -168,8 +186,100 @@ streaming from the last change the target committed.`,
 	flags.IntVar(&opts.IndexJobs, "index-jobs", opts.IndexJobs, "indexes and constraints built at once")
 	flags.BoolVar(&opts.CopyPasswords, "copy-passwords", false, "carry role password verifiers (the source role must read pg_authid: a self-managed superuser)")
 	flags.BoolVar(&opts.KeepTablespaces, "keep-tablespaces", false, "keep tablespace clauses (the tablespaces must exist on the target); default: the target's default tablespace")
+	watch.addFlags(flags)
 	c.addTableFlags(cmd)
 	return cmd
+}
+
+// watchOptions configure how a running migrate is watched: its status page and its alerts.
+type watchOptions struct {
+	http                    string
+	interval                time.Duration
+	slotWAL                 string
+	lagGrowing, copyStalled time.Duration
+	alerts                  monitor.AlertThresholds
+}
+
+func (w *watchOptions) addFlags(flags *pflag.FlagSet) {
+	defaults := monitor.DefaultAlertThresholds
+	flags.StringVar(&w.http, "http", "", "serve the status page (/), /status (JSON), /metrics (Prometheus) and /healthz on this address, such as 127.0.0.1:9187")
+	flags.DurationVar(&w.interval, "status-interval", 2*time.Second, "how often the migration's state is read for the status page, the metrics and the alerts")
+	flags.StringVar(&w.slotWAL, "alert-slot-wal", "10GB", "warn when the source keeps more WAL than this for the slot (also at 80% of max_slot_wal_keep_size; 0: only that)")
+	flags.DurationVar(&w.lagGrowing, "alert-lag-growing", defaults.LagGrowing, "warn when the apply has fallen further behind for this long (0: never)")
+	flags.DurationVar(&w.copyStalled, "alert-copy-stalled", defaults.CopyStalled, "warn when the copy has read nothing for this long (0: never)")
+}
+
+func (w *watchOptions) parse() error {
+	if w.interval <= 0 {
+		return &usageError{fmt.Errorf("--status-interval %s: want a positive duration", w.interval)}
+	}
+	w.alerts = monitor.DefaultAlertThresholds
+	var err error
+	if w.alerts.SlotWALBytes, err = config.ParseBytes(w.slotWAL); err != nil {
+		return &usageError{fmt.Errorf("--alert-slot-wal: %w", err)}
+	}
+	w.alerts.LagGrowing, w.alerts.CopyStalled = w.lagGrowing, w.copyStalled
+	return nil
+}
+
+// track follows the migration for the alerts, the events in the state and, with --http,
+// the status page, until stop is called.
+func (c *cli) track(ctx context.Context, w watchOptions, source, target string) (tracker *monitor.Tracker, stop func(), err error) {
+	tracker = monitor.NewTracker(monitor.TrackerOptions{Source: source, Target: target, Interval: w.interval,
+		Alerts: w.alerts, Logger: c.logger, Events: c.events})
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	if w.http != "" {
+		addr, done, err := tracker.Serve(ctx, w.http, c.logger)
+		if err != nil {
+			cancel()
+			return nil, nil, err
+		}
+		c.logger.Info("serving the status page", "url", "http://"+addr.String()+"/")
+		wg.Go(func() {
+			if err := <-done; err != nil {
+				c.logger.Error("the status page stopped", "err", err)
+			}
+		})
+	}
+	wg.Go(func() { tracker.Run(ctx) })
+	return tracker, func() {
+		cancel()
+		wg.Wait()
+	}, nil
+}
+
+// progressTee tells several listeners about the copy.
+type progressTee []datacopy.Progress
+
+func (t progressTee) Planned(items []state.CopyItem) {
+	for _, p := range t {
+		p.Planned(items)
+	}
+}
+
+func (t progressTee) Started(item state.CopyItem) {
+	for _, p := range t {
+		p.Started(item)
+	}
+}
+
+func (t progressTee) Copied(item state.CopyItem, bytes int) {
+	for _, p := range t {
+		p.Copied(item, bytes)
+	}
+}
+
+func (t progressTee) Finished(item state.CopyItem, rows int64) {
+	for _, p := range t {
+		p.Finished(item, rows)
+	}
+}
+
+func (t progressTee) SourceWAL(retained int64) {
+	for _, p := range t {
+		p.SourceWAL(retained)
+	}
 }
 
 // guardTarget makes the target read-only for other sessions, or lifts that.

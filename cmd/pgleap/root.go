@@ -16,6 +16,7 @@ import (
 
 	"github.com/pgleap/pgleap/internal/assess"
 	"github.com/pgleap/pgleap/internal/config"
+	"github.com/pgleap/pgleap/internal/monitor"
 	"github.com/pgleap/pgleap/internal/pg"
 )
 
@@ -49,6 +50,7 @@ type cli struct {
 	flags      config.Config
 	json       bool
 	logLevel   string
+	logFormat  string
 	cpuProfile string
 	// stopProfile ends the CPU profile started for --cpu-profile.
 	stopProfile func() error
@@ -56,6 +58,8 @@ type cli struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	logger         *slog.Logger
+	// events keeps what the logger warns about, for the state (see monitor.EventLog).
+	events *monitor.EventLog
 }
 
 // connections resolves --source/--target, then the environment, then --config, and checks
@@ -142,7 +146,18 @@ Exit status: 0 success, 1 ran and the answer is no (blockers found, data differs
 			if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
 				return &usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)}
 			}
-			c.logger = slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
+			options := &slog.HandlerOptions{Level: level}
+			var handler slog.Handler
+			switch c.logFormat {
+			case "text":
+				handler = slog.NewTextHandler(c.stderr, options)
+			case "json":
+				handler = slog.NewJSONHandler(c.stderr, options)
+			default:
+				return &usageError{fmt.Errorf("--log-format %q: want text or json", c.logFormat)}
+			}
+			c.events = monitor.NewEventLog()
+			c.logger = slog.New(c.events.Handler(handler))
 			if c.cpuProfile != "" {
 				return c.startProfile()
 			}
@@ -158,6 +173,7 @@ Exit status: 0 success, 1 ran and the answer is no (blockers found, data differs
 	flags.StringVar(&c.configPath, "config", "", "read source:, target: and other settings from this pgleap.yaml")
 	flags.BoolVar(&c.json, "json", false, "print results as JSON")
 	flags.StringVar(&c.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
+	flags.StringVar(&c.logFormat, "log-format", "text", "log format on stderr: text (key=value lines for people) or json (one object per line, for log collectors)")
 	// For the people making pgleap faster: where a run spends its CPU, for go tool pprof.
 	flags.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile of the run to this file")
 	flags.MarkHidden("cpu-profile")

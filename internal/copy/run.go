@@ -472,7 +472,7 @@ func (w *worker) copyItem(ctx context.Context, tc tableCopy, item state.CopyItem
 			return err
 		}
 		rows = tag.RowsAffected()
-		return state.FinishCopyItem(ctx, tx, item, rows, w.snapshot.LSN)
+		return state.FinishCopyItem(ctx, tx, item, rows, bytes, w.snapshot.LSN)
 	})
 	if err != nil {
 		if ctx.Err() != nil {

@@ -48,7 +48,7 @@ type runningItem struct {
 // NewCopyProgress renders to out when it is a terminal, else logs to logger every interval.
 func NewCopyProgress(out io.Writer, logger *slog.Logger, interval time.Duration) *CopyProgress {
 	p := &CopyProgress{logger: logger, start: time.Now(), running: map[itemKey]*runningItem{}, stop: make(chan struct{})}
-	if isTerminal(out) {
+	if IsTerminal(out) {
 		p.bars = mpb.New(mpb.WithOutput(out), mpb.WithWidth(40), mpb.WithRefreshRate(250*time.Millisecond))
 		return p
 	}
@@ -57,7 +57,8 @@ func NewCopyProgress(out io.Writer, logger *slog.Logger, interval time.Duration)
 	return p
 }
 
-func isTerminal(w io.Writer) bool {
+// IsTerminal reports whether w is a terminal, where output may redraw itself.
+func IsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false

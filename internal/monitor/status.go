@@ -33,7 +33,12 @@ type Status struct {
 	LagBytes   *int64   `json:"lag_bytes"`
 	LagSeconds *float64 `json:"lag_seconds"`
 	// SlotRetainedBytes is the WAL the source keeps for the slot.
-	SlotRetainedBytes     *int64        `json:"slot_retained_bytes,omitempty"`
+	SlotRetainedBytes *int64 `json:"slot_retained_bytes,omitempty"`
+	// MaxSlotWALKeepBytes is the source's max_slot_wal_keep_size, nil when unlimited (or
+	// before PG 13): past it the source removes WAL the slot needs. SlotWALStatus is
+	// pg_replication_slots.wal_status (reserved, extended, unreserved, lost; PG 13+).
+	MaxSlotWALKeepBytes   *int64        `json:"max_slot_wal_keep_bytes,omitempty"`
+	SlotWALStatus         string        `json:"slot_wal_status,omitempty"`
 	AppliedTransactions   int64         `json:"applied_transactions"`
 	AppliedChanges        int64         `json:"applied_changes"`
 	TransactionsPerSecond *float64      `json:"transactions_per_second"`
@@ -43,7 +48,18 @@ type Status struct {
 	LastVerification *VerificationStatus `json:"last_verification,omitempty"`
 	// LastCutover is the newest pgleap cutover or rollback that finished, if any.
 	LastCutover *CutoverStatus `json:"last_cutover,omitempty"`
+	// RecentErrors are the newest warnings and errors a running pgleap migrate logged.
+	RecentErrors []state.Event `json:"recent_errors"`
+	// Alerts hold now; only a running pgleap migrate (its status page) knows them.
+	Alerts []Alert `json:"alerts,omitempty"`
+	// ReadAt is when this status was read; ReadError why the newest read failed, when it did
+	// (the status page keeps showing the last good one).
+	ReadAt    time.Time `json:"read_at"`
+	ReadError string    `json:"read_error,omitempty"`
 }
+
+// recentErrorsShown is how many of the newest events status shows.
+const recentErrorsShown = 10
 
 // CutoverStatus is how a cutover ended.
 type CutoverStatus struct {
@@ -65,13 +81,18 @@ type VerificationStatus struct {
 
 // TableStatus is one table's copy.
 type TableStatus struct {
-	Name string `json:"name"`
+	Name          string `json:"name"` // quoted and qualified: "public"."orders"
+	Schema, Table string `json:"-"`
 	// State is pending (no unit copied), partial or copied.
-	State      string `json:"state"`
-	Units      int    `json:"units"`
-	UnitsDone  int    `json:"units_done"`
-	RowsCopied int64  `json:"rows_copied"`
-	SyncLSN    string `json:"sync_lsn,omitempty"`
+	State     string `json:"state"`
+	Units     int    `json:"units"`
+	UnitsDone int    `json:"units_done"`
+	// RowsCopied and BytesCopied count the finished units (a running pgleap migrate adds
+	// the bytes of those under way); EstimatedBytes is the planner's size of the table.
+	RowsCopied     int64  `json:"rows_copied"`
+	BytesCopied    int64  `json:"bytes_copied"`
+	EstimatedBytes int64  `json:"estimated_bytes"`
+	SyncLSN        string `json:"sync_lsn,omitempty"`
 }
 
 // ErrNoMigration is returned for a target that holds no pgleap state.
@@ -88,7 +109,7 @@ func ReadStatus(ctx context.Context, target, source *pgx.Conn, sample time.Durat
 	if !exists {
 		return nil, ErrNoMigration
 	}
-	st := &Status{Tables: []TableStatus{}}
+	st := &Status{Tables: []TableStatus{}, RecentErrors: []state.Event{}, ReadAt: time.Now()}
 	m, _, err := state.LoadMigration(ctx, target)
 	if err != nil {
 		return nil, err
@@ -114,6 +135,11 @@ func ReadStatus(ctx context.Context, target, source *pgx.Conn, sample time.Durat
 	} else if ok {
 		st.LastCutover = &CutoverStatus{FinishedAt: *c.FinishedAt, Outcome: c.Outcome,
 			WritePauseMS: float64(c.WritePause) / float64(time.Millisecond), Reason: c.Reason}
+	}
+	if recent, err := state.RecentEvents(ctx, target, recentErrorsShown); err != nil {
+		return nil, err
+	} else if recent != nil {
+		st.RecentErrors = recent
 	}
 	repl, streams, err := state.LoadReplication(ctx, target)
 	if err != nil || !streams || repl.StartLSN == 0 {
@@ -163,14 +189,16 @@ func readTables(ctx context.Context, target *pgx.Conn, st *Status) error {
 		name := pg.QualifiedName(i.Schema, i.Table)
 		t := byName[name]
 		if t == nil {
-			st.Tables = append(st.Tables, TableStatus{Name: name})
+			st.Tables = append(st.Tables, TableStatus{Name: name, Schema: i.Schema, Table: i.Table})
 			t = &st.Tables[len(st.Tables)-1]
 			byName[name] = t
 		}
 		t.Units++
+		t.EstimatedBytes += i.EstimatedBytes
 		if i.Finished() {
 			t.UnitsDone++
 			t.RowsCopied += i.RowsCopied
+			t.BytesCopied += i.BytesCopied
 			if i.SyncLSN > syncLSN[name] { // as LSNs: as text, 0/9000000 sorts after 0/10000000
 				syncLSN[name] = i.SyncLSN
 				t.SyncLSN = i.SyncLSN.String()
@@ -195,13 +223,18 @@ func readTables(ctx context.Context, target *pgx.Conn, st *Status) error {
 func readLag(ctx context.Context, source *pgx.Conn, slot string, progress state.Progress, st *Status) error {
 	var current pglogrepl.LSN
 	var retained *int64
+	var walStatus *string
+	// wal_status and max_slot_wal_keep_size came in PG 13: read through to_jsonb and
+	// pg_settings, so that a PG 12 source answers NULL instead of failing.
 	err := source.QueryRow(ctx, `SELECT pg_catalog.pg_current_wal_lsn(),
-		(SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), restart_lsn)::bigint FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)`,
-		slot).Scan(&current, &retained)
+		(SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), restart_lsn)::bigint FROM pg_catalog.pg_replication_slots WHERE slot_name = $1),
+		(SELECT to_jsonb(s)->>'wal_status' FROM pg_catalog.pg_replication_slots s WHERE slot_name = $1),
+		(SELECT setting::bigint * 1024 * 1024 FROM pg_catalog.pg_settings WHERE name = 'max_slot_wal_keep_size' AND setting::bigint >= 0)`,
+		slot).Scan(&current, &retained, &walStatus, &st.MaxSlotWALKeepBytes)
 	if err != nil {
 		return fmt.Errorf("read the source's WAL position: %w", err)
 	}
-	st.SourceLSN, st.SlotRetainedBytes = current.String(), retained
+	st.SourceLSN, st.SlotRetainedBytes, st.SlotWALStatus = current.String(), retained, ptrValue(walStatus)
 	lag := max(int64(current)-int64(progress.AppliedLSN), 0)
 	seconds := 0.0
 	if lag > 0 && !progress.CommitTime.IsZero() {
@@ -209,6 +242,14 @@ func readLag(ctx context.Context, source *pgx.Conn, slot string, progress state.
 	}
 	st.LagBytes, st.LagSeconds = &lag, &seconds
 	return nil
+}
+
+// eventDetail is an event's error, if it has one, as the log line showed it.
+func eventDetail(e state.Event) string {
+	if err, ok := e.Attrs["err"].(string); ok {
+		return ": " + err
+	}
+	return ""
 }
 
 // WriteStatus prints a status for people.
@@ -225,6 +266,12 @@ func WriteStatus(w io.Writer, st *Status) error {
 			fmt.Fprintf(&b, "  lag: %s, %.1f s behind the source at %s", HumanBytes(*st.LagBytes), *st.LagSeconds, st.SourceLSN)
 			if st.SlotRetainedBytes != nil {
 				fmt.Fprintf(&b, "; the source keeps %s of WAL for the slot", HumanBytes(*st.SlotRetainedBytes))
+				if st.MaxSlotWALKeepBytes != nil {
+					fmt.Fprintf(&b, " (%.0f%% of max_slot_wal_keep_size)", 100*float64(*st.SlotRetainedBytes)/float64(max(*st.MaxSlotWALKeepBytes, 1)))
+				}
+				if st.SlotWALStatus == "unreserved" || st.SlotWALStatus == "lost" {
+					fmt.Fprintf(&b, ", slot WAL %s", st.SlotWALStatus)
+				}
 			}
 			b.WriteString("\n")
 		} else {
@@ -262,7 +309,17 @@ func WriteStatus(w io.Writer, st *Status) error {
 	fmt.Fprintf(&b, "  tables: %d copied, %d partly copied, %d pending\n", counts["copied"], counts["partial"], counts["pending"])
 	for _, t := range st.Tables {
 		if t.State != "copied" {
-			fmt.Fprintf(&b, "    %s: %s, %d of %d units\n", t.Name, t.State, t.UnitsDone, t.Units)
+			fmt.Fprintf(&b, "    %s: %s, %d of %d units, %s of about %s, %d rows\n", t.Name, t.State, t.UnitsDone, t.Units,
+				HumanBytes(t.BytesCopied), HumanBytes(t.EstimatedBytes), t.RowsCopied)
+		}
+	}
+	for _, a := range st.Alerts {
+		fmt.Fprintf(&b, "  ALERT %s since %s: %s\n", a.Name, a.Since.Format(time.RFC3339), a.Message)
+	}
+	if len(st.RecentErrors) > 0 {
+		b.WriteString("  recent problems (newest first):\n")
+		for _, e := range st.RecentErrors {
+			fmt.Fprintf(&b, "    %s %s: %s%s\n", e.At.Format(time.RFC3339), e.Level, e.Message, eventDetail(e))
 		}
 	}
 	_, err := io.WriteString(w, b.String())

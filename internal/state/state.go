@@ -16,7 +16,7 @@ import (
 var schemaFiles embed.FS
 
 // Version is the state schema version this binary writes.
-const Version = 4
+const Version = 5
 
 // ErrNewerState is returned for a target whose state schema a newer pgleap wrote.
 var ErrNewerState = errors.New("the target's pgleap state is newer than this pgleap")
@@ -165,6 +165,10 @@ const (
 	PhaseReverseStreaming = "reverse-streaming"
 	PhaseRolledBack       = "rolled-back"
 )
+
+// Phases lists every phase, in the order a migration meets them.
+var Phases = []string{PhaseSchema, PhaseCopying, PhaseIndexing, PhaseCopied, PhaseStreaming,
+	PhaseCutover, PhaseCutoverDone, PhaseReverseStreaming, PhaseRolledBack}
 
 // CutOver reports whether phase is one where the target has taken the writes.
 func CutOver(phase string) bool {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -156,5 +157,21 @@ func TestUpgradeFromVersion3(t *testing.T) {
 	}
 	if _, ok, err := LoadReverse(ctx, conn); err != nil || ok {
 		t.Errorf("the way back after the upgrade: %v, %v", ok, err)
+	}
+	// Version 5: events, kept to the newest few hundred.
+	var events []Event
+	for i := range keptEvents + 10 {
+		events = append(events, Event{At: time.Now(), Level: "warn", Message: fmt.Sprintf("event %d", i), Attrs: map[string]any{"err": "lost"}})
+	}
+	if err := RecordEvents(ctx, conn, events); err != nil {
+		t.Fatalf("events after the upgrade: %v", err)
+	}
+	recent, err := RecentEvents(ctx, conn, 2)
+	if err != nil || len(recent) != 2 || recent[0].Message != fmt.Sprintf("event %d", keptEvents+9) || recent[0].Attrs["err"] != "lost" {
+		t.Fatalf("RecentEvents = %+v, %v; want the newest first", recent, err)
+	}
+	var kept int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pgleap.event").Scan(&kept); err != nil || kept != keptEvents {
+		t.Errorf("%d events kept, %v; want %d", kept, err, keptEvents)
 	}
 }
