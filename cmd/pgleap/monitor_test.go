@@ -122,6 +122,17 @@ func TestWatchingAMigration(t *testing.T) {
 		t.Errorf("status tables: %s; the state's: %s", got, want)
 	}
 
+	// --watch reads again and again until Ctrl-C: one JSON object per line.
+	watchCtx, stopWatching := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	var watched, watchErr strings.Builder
+	code = run(watchCtx, []string{"status", "--watch", "--json", "--every", "300ms", "--sample", "100ms", "--target", targetConn},
+		&watched, &watchErr, func(string) string { return "" })
+	stopWatching()
+	lines := strings.Split(strings.TrimSpace(watched.String()), "\n")
+	if code != exitOK || len(lines) < 3 || !json.Valid([]byte(lines[0])) || !strings.Contains(lines[len(lines)-1], `"phase":"streaming"`) {
+		t.Errorf("status --watch --json: exit %d, %d lines:\n%s%s", code, len(lines), watched.String(), watchErr.String())
+	}
+
 	// A lost walsender is retried; the problem shows in status and is counted.
 	errorsBefore := metricValue(scrape(t, base), "pgleap_errors_total")
 	datatest.Exec(t, sourceConn, "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'pgleap_stream'")
