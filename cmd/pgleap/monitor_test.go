@@ -43,7 +43,7 @@ func TestWatchingAMigration(t *testing.T) {
 	defer stopWriter()
 
 	migrate, out := startCLI(t, "migrate", "--jobs", "2", "--source", sourceConn, "--target", targetConn,
-		"--http", "127.0.0.1:0", "--status-interval", "200ms", "--log-format", "json")
+		"--http", "127.0.0.1:0", "--status-interval", "200ms", "--log-format", "json", "--alert-slot-wal", "1MB")
 	var base string
 	waitFor(t, "the status page's address", func() bool {
 		base = statusPageURL(out.String())
@@ -66,6 +66,14 @@ func TestWatchingAMigration(t *testing.T) {
 	}
 	if got := metricValue(first, "pgleap_table_copied_bytes_total", "table", "accounts"); got <= 0 {
 		t.Errorf("pgleap_table_copied_bytes_total{table=accounts} = %v, want the bytes read", got)
+	}
+	// The slot keeps more WAL than --alert-slot-wal: the alert holds, and is logged as a warning.
+	waitFor(t, "the slot_wal alert", func() bool { return metricValue(scrape(t, base), "pgleap_alert", "alert", "slot_wal") == 1 })
+	waitFor(t, "the slot_wal warning in pgleap.event", func() bool {
+		return datatest.Scalar(t, targetConn, "SELECT count(*) FROM pgleap.event WHERE level = 'warn' AND attrs->>'alert' = 'slot_wal'") == "1"
+	})
+	if got := metricValue(scrape(t, base), "pgleap_alert", "alert", "lag_growing"); got != 0 {
+		t.Errorf("pgleap_alert{alert=lag_growing} = %v, want 0", got)
 	}
 	for _, name := range []string{"pgleap_apply_lag_bytes", "pgleap_apply_lag_seconds", "pgleap_slot_retained_bytes", "pgleap_errors_total"} {
 		if metricValue(first, name) < 0 {
