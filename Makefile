@@ -1,5 +1,6 @@
 # make test  — install what the tests need, then go vet and the whole suite under -race.
-# make demo  — a real migration between a local PostgreSQL 13 and 17 that it starts itself.
+# make demo  — pgleap demo: a whole upgrade, check to cutover, between a local PostgreSQL 13 and 17
+#              that it starts itself, with PgBouncer and an application writing (DEMO_FLAGS=--keep).
 # make bench — the benchmarks under bench/, against the tools people use today.
 #
 # PGLEAP_TEST_SOURCE / PGLEAP_TEST_TARGET choose the pair of majors the suite runs against.
@@ -28,12 +29,12 @@ test: deps
 	mkdir -p test-output
 	go test -race -timeout $(TEST_TIMEOUT) -artifacts -outputdir $(CURDIR)/test-output ./...
 
+# pgleap demo installs PostgreSQL 13 and 17 with scripts/install-postgres.sh itself.
 demo: build
-	scripts/install-postgres.sh 13 17
-	scripts/demo.sh
+	bin/pgleap demo $(DEMO_FLAGS)
 
 demo-stop:
-	scripts/demo.sh stop
+	test ! -x bin/pgleap || bin/pgleap demo --clean
 
 bench: build deps
 	scripts/bench.sh

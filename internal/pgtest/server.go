@@ -29,6 +29,8 @@ type Server struct {
 	exited  chan error
 	args    []string // the postgres command line, kept for Restart
 	runAs   *osUser
+	// detached: see Options.Detached
+	detached bool
 }
 
 // Options adjust a server before it starts.
@@ -37,6 +39,13 @@ type Options struct {
 	Settings map[string]string
 	// Durable keeps fsync, full_page_writes and synchronous_commit on, as benchmarks need.
 	Durable bool
+	// Dir is where the server lives instead of a new temporary directory; it must not exist
+	// yet. Port is its port instead of a free one.
+	Dir  string
+	Port int
+	// Detached servers outlive the process that started them (the demo's --keep): no death
+	// signal, a session of their own. StopDetached stops them from any process.
+	Detached bool
 }
 
 // DataDir is the server's data directory.
@@ -89,11 +98,16 @@ func Launch(ctx context.Context, major int, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", fmt.Sprintf("pgleap-pg%d-", major))
+	dir := opts.Dir
+	if dir == "" {
+		dir, err = os.MkdirTemp("", fmt.Sprintf("pgleap-pg%d-", major))
+	} else {
+		err = os.Mkdir(dir, 0o755)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create server directory: %w", err)
 	}
-	s := &Server{Major: major, Dir: dir, BinDir: binDir}
+	s := &Server{Major: major, Dir: dir, BinDir: binDir, detached: opts.Detached}
 	if runAs != nil {
 		s.OSUser = runAs.Username
 	} else if current, err := user.Current(); err == nil {
@@ -108,7 +122,7 @@ func Launch(ctx context.Context, major int, opts Options) (*Server, error) {
 		if err == nil {
 			return s, nil
 		}
-		if !errors.Is(err, errPortTaken) || attempt == startAttempts {
+		if !errors.Is(err, errPortTaken) || attempt == startAttempts || opts.Port != 0 {
 			os.RemoveAll(dir)
 			return nil, err
 		}
@@ -147,9 +161,12 @@ func (s *Server) initdb(ctx context.Context, runAs *osUser) error {
 var errPortTaken = errors.New("port taken")
 
 func (s *Server) start(ctx context.Context, runAs *osUser, opts Options) error {
-	port, err := freePort()
-	if err != nil {
-		return err
+	port := opts.Port
+	if port == 0 {
+		var err error
+		if port, err = freePort(); err != nil {
+			return err
+		}
 	}
 	s.Port = port
 	settings := map[string]string{
@@ -208,8 +225,12 @@ func (s *Server) startProcess(ctx context.Context) error {
 	cmd := exec.Command(filepath.Join(s.BinDir, "postgres"), s.args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = s.runAs.sysProcAttr()
-	// SIGQUIT is an immediate shutdown: a test binary killed mid-run leaves no server behind.
-	cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
+	if s.detached {
+		cmd.SysProcAttr.Setsid = true // a Ctrl-C at the terminal is not for it
+	} else {
+		// SIGQUIT is an immediate shutdown: a test binary killed mid-run leaves no server behind.
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start PostgreSQL %d: %w", s.Major, err)
 	}
@@ -273,6 +294,46 @@ func (s *Server) Stop() error {
 		err = fmt.Errorf("remove %s: %w", s.Dir, rmErr)
 	}
 	return err
+}
+
+// StopDetached stops what a process started with Options.Detached under dir (PostgreSQL
+// servers, by their data directory's postmaster.pid, and PgBouncers, by pgbouncer.pid) and
+// waits until they are gone; dir itself stays.
+func StopDetached(dir string) error {
+	var errs []error
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || (d.Name() != "postmaster.pid" && d.Name() != "pgbouncer.pid") {
+			return nil
+		}
+		if err := stopByPIDFile(path); err != nil {
+			errs = append(errs, err)
+		}
+		return nil
+	})
+	return errors.Join(errs...)
+}
+
+// stopByPIDFile asks the process whose pid heads path to shut down (SIGINT: PostgreSQL's fast
+// shutdown, PgBouncer's safe one), and kills it after 10 seconds.
+func stopByPIDFile(path string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil // gone already
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(raw), "\n", 2)[0]))
+	if err != nil || pid <= 0 {
+		return fmt.Errorf("read the pid in %s: %q", path, raw)
+	}
+	if syscall.Kill(pid, syscall.SIGINT) != nil {
+		return nil // not running
+	}
+	for deadline := time.Now().Add(10 * time.Second); syscall.Kill(pid, 0) == nil; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			return fmt.Errorf("process %d of %s did not stop in 10 s and was killed", pid, path)
+		}
+	}
+	return nil
 }
 
 func (s *Server) kill() {
