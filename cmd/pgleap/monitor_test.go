@@ -297,4 +297,3 @@ func hasLabel(m *dto.Metric, name, value string) bool {
 	}
 	return false
 }
-
