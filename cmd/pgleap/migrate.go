@@ -26,8 +26,8 @@ import (
 func init() { commands = append(commands, newMigrateCommand) }
 
 func newMigrateCommand(c *cli) *cobra.Command {
-	opts := schema.Options{IndexJobs: runtime.NumCPU()}
-	copyOpts := datacopy.Options{Jobs: runtime.NumCPU(), Format: "auto"}
+	var opts schema.Options
+	copyOpts := datacopy.Options{Format: "auto"}
 	var schemaOnly, noFollow, noTargetGuard bool
 	var splitLargerThan string
 	var watch watchOptions
@@ -67,6 +67,14 @@ streaming from the last change the target committed.`,
 			}
 			if err := watch.parse(); err != nil {
 				return err
+			}
+			// 0, the default: one per CPU of this machine (the reference pages stay the same
+			// wherever they are generated).
+			if copyOpts.Jobs <= 0 {
+				copyOpts.Jobs = runtime.NumCPU()
+			}
+			if opts.IndexJobs <= 0 {
+				opts.IndexJobs = runtime.NumCPU()
 			}
 			resolved, err := c.connections("source", "target")
 			if err != nil {
@@ -178,12 +186,12 @@ streaming from the last change the target committed.`,
 	flags.BoolVar(&noFollow, "no-follow", false, "stop after the copy and post-data (a cold copy: no slot is left on the source); do not stream changes")
 	cmd.MarkFlagsMutuallyExclusive("schema-only", "no-follow")
 	flags.BoolVar(&noTargetGuard, "no-target-guard", false, "leave the target database writable for other sessions while changes stream (default: read-only for all but pgleap, so nothing forks it)")
-	flags.IntVar(&copyOpts.Jobs, "jobs", copyOpts.Jobs, "tables or chunks copied at once")
+	flags.IntVar(&copyOpts.Jobs, "jobs", 0, "tables or chunks copied at once (0: one per CPU)")
 	flags.StringVar(&splitLargerThan, "split-larger-than", "1GB", "copy tables larger than this in parallel ranges (0: never)")
 	flags.StringVar(&c.flags.MaxCopyRate, "max-copy-rate", "", "cap on bytes per second read from the source across all workers, such as 50MB (0: no cap; pgleap.yaml: max_copy_rate)")
 	flags.StringVar(&copyOpts.Format, "copy-format", copyOpts.Format, "COPY format: auto (binary where exact between the majors, else text), binary or text")
 	flags.StringVar(&opts.PgBin, "pg-bin", "", "directory holding pg_dump, pg_dumpall and pg_restore (default: $PATH, then the newest /usr/lib/postgresql/*/bin)")
-	flags.IntVar(&opts.IndexJobs, "index-jobs", opts.IndexJobs, "indexes and constraints built at once")
+	flags.IntVar(&opts.IndexJobs, "index-jobs", 0, "indexes and constraints built at once (0: one per CPU)")
 	flags.BoolVar(&opts.CopyPasswords, "copy-passwords", false, "carry role password verifiers (the source role must read pg_authid: a self-managed superuser)")
 	flags.BoolVar(&opts.KeepTablespaces, "keep-tablespaces", false, "keep tablespace clauses (the tablespaces must exist on the target); default: the target's default tablespace")
 	watch.addFlags(flags)
