@@ -212,7 +212,7 @@ func judgeDatabaseObjects(database string, o databaseObjects) []Finding {
 		findings = append(findings, Finding{
 			Check: "data.materialized_view", Severity: Info, Object: mv,
 			Why: "a materialized view's contents are not replicated.",
-			Fix: "none needed: pgleap refreshes it on the target after the copy and again at cutover",
+			Fix: "none needed: pgleap refreshes it on the target after the copy; pgleap cutover --refresh-matviews refreshes it again while writes are frozen",
 		})
 	}
 	return findings

@@ -65,7 +65,7 @@ func judgeReplicationSettings(source Server, facts replicationFacts) []Finding {
 			Fix: walLevelFix(source),
 		})
 	}
-	free := func(name string, inUse int) {
+	free := func(check, name string, inUse int) {
 		limit, _ := strconv.Atoi(s[name])
 		available := limit - inUse
 		if available >= slotsNeeded {
@@ -76,14 +76,14 @@ func judgeReplicationSettings(source Server, facts replicationFacts) []Finding {
 			severity = Warning
 		}
 		findings = append(findings, Finding{
-			Check: "source." + name, Severity: severity, Object: name,
+			Check: check, Severity: severity, Object: name,
 			Why: fmt.Sprintf("%s is %d with %d in use, leaving %d: pgleap needs %d (its stream, and a spare to re-copy a table).",
 				name, limit, inUse, max(available, 0), slotsNeeded),
 			Fix: source.settingFix(name, strconv.Itoa(inUse+slotsNeeded+2), true),
 		})
 	}
-	free("max_replication_slots", facts.SlotsInUse)
-	free("max_wal_senders", facts.WALSenders)
+	free("source.max_replication_slots", "max_replication_slots", facts.SlotsInUse)
+	free("source.max_wal_senders", "max_wal_senders", facts.WALSenders)
 
 	if keep, ok := s["max_slot_wal_keep_size"]; ok && keep == "-1" {
 		suggestGB := max(16, (facts.DatabaseMiB+1023)/1024)

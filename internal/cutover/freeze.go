@@ -56,7 +56,7 @@ func freeze(ctx context.Context, source *pgx.Conn, u freezeUndo) error {
 	} {
 		if _, err := source.Exec(ctx, sql); err != nil {
 			return fmt.Errorf("freeze writes on source database %s: %s: %w: pgleap's role must be a superuser",
-				db, strings.SplitN(sql, " ", 4)[:3], err)
+				db, strings.Join(strings.SplitN(sql, " ", 4)[:3], " "), err)
 		}
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; {

@@ -76,7 +76,7 @@ func slotWALAlert(st *Status, th AlertThresholds) (Alert, bool) {
 	retained := *st.SlotRetainedBytes
 	switch {
 	case st.SlotWALStatus == "lost":
-		return Alert{Name: "slot_wal", Message: fmt.Sprintf("the source removed WAL that slot %s still needed: the migration cannot continue and must start over (pgleap cleanup, then pgleap migrate)", st.Slot)}, true
+		return Alert{Name: "slot_wal", Message: fmt.Sprintf("the source removed WAL that slot %s still needed: the migration cannot continue and must start over: pgleap cleanup, empty the target database (drop and create it), then pgleap migrate", st.Slot)}, true
 	case st.MaxSlotWALKeepBytes != nil && th.SlotWALFraction > 0 && float64(retained) >= th.SlotWALFraction*float64(*st.MaxSlotWALKeepBytes):
 		return Alert{Name: "slot_wal", Message: fmt.Sprintf("the source keeps %s of WAL for slot %s, %.0f%% of its max_slot_wal_keep_size (%s): past it the slot is lost; let the apply catch up, or raise max_slot_wal_keep_size",
 			HumanBytes(retained), st.Slot, 100*float64(retained)/float64(*st.MaxSlotWALKeepBytes), HumanBytes(*st.MaxSlotWALKeepBytes))}, true
