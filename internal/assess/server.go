@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -106,11 +107,34 @@ func (s Server) settingFix(name, value string, restart bool) string {
 	case AlloyDB:
 		return fmt.Sprintf("gcloud alloydb instances update INSTANCE --database-flags=%s=%s", name, value)
 	}
-	fix := fmt.Sprintf("ALTER SYSTEM SET %s = %s;", name, quoteSettingValue(value))
+	fix := fmt.Sprintf("ALTER SYSTEM SET %s = %s;", name, settingValueSQL(name, value))
 	if restart {
 		return fix + " then restart the server"
 	}
 	return fix + " SELECT pg_reload_conf();"
+}
+
+// listSettings take a list of values, where one quoted literal is one element: 'a,b' would
+// be a single library named "a,b".
+var listSettings = map[string]bool{"search_path": true, "shared_preload_libraries": true,
+	"session_preload_libraries": true, "local_preload_libraries": true, "temp_tablespaces": true}
+
+// settingValueSQL writes value for ALTER SYSTEM, ALTER DATABASE or ALTER ROLE ... SET name =:
+// the elements of a list setting one by one, any other value whole.
+func settingValueSQL(name, value string) string {
+	if !listSettings[name] || strings.TrimSpace(value) == "" {
+		return quoteSettingValue(value)
+	}
+	var elements []string
+	for _, e := range strings.Split(value, ",") {
+		// pg_settings shows elements that need it double-quoted: "$user", public.
+		e = strings.TrimSpace(e)
+		if len(e) >= 2 && strings.HasPrefix(e, `"`) && strings.HasSuffix(e, `"`) {
+			e = strings.ReplaceAll(e[1:len(e)-1], `""`, `"`)
+		}
+		elements = append(elements, quoteSettingValue(e))
+	}
+	return strings.Join(elements, ", ")
 }
 
 // quoteSettingValue quotes a value for ALTER SYSTEM unless it is a plain number or a plain

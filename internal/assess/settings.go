@@ -160,7 +160,7 @@ func judgeSettingsDrift(target Server, targetDB string, f settingsFacts) []Findi
 			findings = append(findings, Finding{
 				Check: "settings.database", Severity: Info, Object: targetDB,
 				Why: fmt.Sprintf("the source database sets %s; the target database does not.", s.Setting),
-				Fix: fmt.Sprintf("ALTER DATABASE %s SET %s = %s;", targetDB, name, pg.QuoteLiteral(value)),
+				Fix: fmt.Sprintf("ALTER DATABASE %s SET %s = %s;", targetDB, name, settingValueSQL(name, value)),
 			})
 			continue
 		}
@@ -172,7 +172,7 @@ func judgeSettingsDrift(target Server, targetDB string, f settingsFacts) []Findi
 		findings = append(findings, Finding{
 			Check: "settings.role", Severity: Info, Object: role,
 			Why: fmt.Sprintf("on the source, role %s has %s; the role exists on the target without it.", role, s.Setting),
-			Fix: fmt.Sprintf("ALTER ROLE %s SET %s = %s;", role, name, pg.QuoteLiteral(value)),
+			Fix: fmt.Sprintf("ALTER ROLE %s SET %s = %s;", role, name, settingValueSQL(name, value)),
 		})
 	}
 	return findings

@@ -109,6 +109,23 @@ func TestQuoteSettingValue(t *testing.T) {
 	}
 }
 
+func TestSettingValueSQL(t *testing.T) {
+	tests := []struct{ name, value, want string }{
+		{"shared_preload_libraries", "pg_stat_statements,auto_explain", "pg_stat_statements, auto_explain"},
+		{"shared_preload_libraries", "pg_stat_statements", "pg_stat_statements"},
+		{"search_path", `"$user", public`, "'$user', public"},
+		{"search_path", `app, "Odd Schema"`, "app, 'Odd Schema'"},
+		{"shared_preload_libraries", "", "''"},
+		{"work_mem", "64MB", "'64MB'"},
+		{"application_name", "a,b", "'a,b'"},
+	}
+	for _, tt := range tests {
+		if got := settingValueSQL(tt.name, tt.value); got != tt.want {
+			t.Errorf("settingValueSQL(%s, %q) = %s, want %s", tt.name, tt.value, got, tt.want)
+		}
+	}
+}
+
 func TestCompareVersions(t *testing.T) {
 	tests := []struct {
 		a, b string
