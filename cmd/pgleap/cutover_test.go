@@ -411,7 +411,20 @@ func TestCutoverUndone(t *testing.T) {
 		!strings.Contains(stdout, "the target can stream back") {
 		t.Errorf("cutover --dry-run: exit %d\n%s", code, stdout)
 	}
-	code, _, stderr := pgleap(t, nil, append([]string{"rollback"}, args[1:]...)...)
+	// A cutover running (its lock held) makes a second one refuse, changing nothing.
+	running := datatest.Connect(t, s.targetConn)
+	if _, err := running.Exec(context.Background(), "SELECT pg_advisory_lock(x'70676c656171'::bigint)"); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := pgleap(t, nil, args...)
+	if code != exitCannotRun || !strings.Contains(stderr, "another pgleap cutover is running") {
+		t.Errorf("cutover while another runs: exit %d, %s", code, stderr)
+	}
+	running.Close(context.Background())
+	if phase := datatest.Scalar(t, s.targetConn, "SELECT phase FROM pgleap.migration"); phase != "streaming" {
+		t.Errorf("phase after a refused cutover: %s", phase)
+	}
+	code, _, stderr = pgleap(t, nil, append([]string{"rollback"}, args[1:]...)...)
 	if code != exitCannotRun || !strings.Contains(stderr, "nothing to roll back") {
 		t.Errorf("rollback before any cutover: exit %d, %s", code, stderr)
 	}
