@@ -196,6 +196,10 @@ func (s *session) stream(ctx context.Context) error {
 	}
 	err = pglogrepl.StartReplication(ctx, s.repl, repl.Slot, progress.AppliedLSN, pglogrepl.StartReplicationOptions{PluginArgs: args})
 	if err != nil {
+		// A lost slot is no reason to retry for ever: say so, and what to do.
+		if lost := pg.CheckSlot(ctx, s.source, repl.Slot); errors.Is(lost, pg.ErrSlotLost) {
+			return lost
+		}
 		return fmt.Errorf("start streaming from slot %s at %s: %w", repl.Slot, progress.AppliedLSN, err)
 	}
 	switch phase, _, err := state.Phase(ctx, s.target); {

@@ -20,10 +20,6 @@ import (
 // nowhere to be streamed from.
 var ErrColdCopy = errors.New("the target holds a cold copy made without a replication slot")
 
-// ErrSlotLost is returned when the slot a migration streams from is gone from the source:
-// the WAL it kept, and with it the changes since the copy, are lost.
-var ErrSlotLost = errors.New("the migration's replication slot is gone from the source")
-
 // prepareStream makes sure the publication and the permanent slot that changes will stream
 // from exist on the source, recorded in the target's state. The publication comes first:
 // pgoutput reads it as of each change's LSN, so it must predate the slot's consistent point.
@@ -54,16 +50,7 @@ func prepareStream(ctx context.Context, opts Options, source, target *pgx.Conn, 
 		return r, nil, err
 	}
 	if r.StartLSN != 0 {
-		var exists bool
-		err := source.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND database = current_database())",
-			r.Slot).Scan(&exists)
-		if err != nil {
-			return r, nil, fmt.Errorf("look for replication slot %s on the source: %w", r.Slot, err)
-		}
-		if !exists {
-			return r, nil, fmt.Errorf("%w: slot %s kept the changes since %s; start again on an empty target database", ErrSlotLost, r.Slot, r.StartLSN)
-		}
-		return r, nil, nil
+		return r, nil, pg.CheckSlot(ctx, source, r.Slot)
 	}
 	// A slot without a recorded start is a leftover of a run that stopped between creating
 	// it and recording it: nothing was copied at its snapshot, so it goes.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/pgtest"
 	"github.com/pgleap/pgleap/internal/schema"
 	"github.com/pgleap/pgleap/internal/state"
@@ -118,7 +119,7 @@ func TestFollowCopy(t *testing.T) {
 	if _, err := sc.Exec(ctx, "SELECT pg_drop_replication_slot($1)", first.Slot); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Run(ctx, copyOpts); !errors.Is(err, ErrSlotLost) {
+	if _, err := Run(ctx, copyOpts); !errors.Is(err, pg.ErrSlotLost) {
 		t.Errorf("copy after the slot was dropped = %v, want ErrSlotLost", err)
 	}
 }

@@ -96,3 +96,33 @@ func TestQuoting(t *testing.T) {
 		}
 	}
 }
+
+// A slot that is dropped, or that the source invalidates for keeping more WAL than
+// max_slot_wal_keep_size, is lost, with what to do; a healthy one is not.
+func TestCheckSlot(t *testing.T) {
+	if pgtest.SourceMajor() < 13 {
+		t.Skip("max_slot_wal_keep_size came in PostgreSQL 13")
+	}
+	s := pgtest.Start(t, pgtest.SourceMajor(), pgtest.Options{Settings: map[string]string{"max_slot_wal_keep_size": "1MB", "max_wal_size": "32MB"}})
+	ctx := context.Background()
+	conn := s.Conn(t, "postgres")
+	if _, err := conn.Exec(ctx, "SELECT pg_create_logical_replication_slot('healthy', 'pgoutput')"); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckSlot(ctx, conn, "healthy"); err != nil {
+		t.Errorf("a new slot: %v", err)
+	}
+	if err := CheckSlot(ctx, conn, "never_made"); !errors.Is(err, ErrSlotLost) || !strings.Contains(err.Error(), "gone from the source") {
+		t.Errorf("a missing slot: %v", err)
+	}
+	// Write past the limit and checkpoint: the source removes the WAL the slot still needs.
+	for range 4 {
+		if _, err := conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS filler (x text); INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 20000); SELECT pg_switch_wal(); CHECKPOINT"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := CheckSlot(ctx, conn, "healthy")
+	if !errors.Is(err, ErrSlotLost) || !strings.Contains(err.Error(), "max_slot_wal_keep_size") {
+		t.Errorf("a slot past max_slot_wal_keep_size: %v", err)
+	}
+}

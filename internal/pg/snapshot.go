@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pglogrepl"
@@ -84,4 +85,26 @@ func SlotActive(ctx context.Context, conn *pgx.Conn, name string) (bool, error) 
 		return false, fmt.Errorf("read replication slot %s on the source: %w", name, err)
 	}
 	return active, nil
+}
+
+// ErrSlotLost is returned when the slot a migration streams from is gone from the source,
+// or invalidated: the WAL it kept, and with it the changes since the copy, are lost.
+var ErrSlotLost = errors.New("the migration's replication slot is lost")
+
+// CheckSlot returns ErrSlotLost, with what happened and what to do, when replication slot
+// name of the connection's database was dropped or invalidated (wal_status lost, PG 13+:
+// the source removed WAL it still needed past max_slot_wal_keep_size).
+func CheckSlot(ctx context.Context, conn *pgx.Conn, name string) error {
+	var walStatus *string
+	err := conn.QueryRow(ctx, `SELECT to_jsonb(s)->>'wal_status' FROM pg_catalog.pg_replication_slots s
+		WHERE slot_name = $1 AND database = current_database()`, name).Scan(&walStatus)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("%w: slot %s is gone from the source, and the changes it kept with it: start again: pgleap cleanup, drop and create the target database, then pgleap migrate", ErrSlotLost, name)
+	case err != nil:
+		return fmt.Errorf("read replication slot %s on the source: %w", name, err)
+	case walStatus != nil && *walStatus == "lost":
+		return fmt.Errorf("%w: the source removed WAL that slot %s still needed (it kept more than max_slot_wal_keep_size): start again: pgleap cleanup, drop and create the target database, then pgleap migrate; raise max_slot_wal_keep_size first", ErrSlotLost, name)
+	}
+	return nil
 }
