@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/pgleap/pgleap/internal/assess"
 	"github.com/pgleap/pgleap/internal/cdc"
 	"github.com/pgleap/pgleap/internal/config"
 	datacopy "github.com/pgleap/pgleap/internal/copy"
@@ -95,6 +96,16 @@ streaming from the last change the target committed.`,
 			reverse, err := afterCutover(ctx, opts.Source, opts.Target)
 			if err != nil {
 				return err
+			}
+			release, err := c.lockMigration(ctx, opts.Source, opts.Target, reverse)
+			if err != nil {
+				return err
+			}
+			defer release()
+			if !reverse {
+				if err := c.refuseMigrate(ctx, opts.Source, opts.Target, opts.Tables); err != nil {
+					return err
+				}
 			}
 			tracker, stopTracking, err := c.track(ctx, watch, opts.Source, opts.Target)
 			if err != nil {
@@ -197,6 +208,31 @@ streaming from the last change the target committed.`,
 	watch.addFlags(flags)
 	c.addTableFlags(cmd)
 	return cmd
+}
+
+// lockMigration makes this the only pgleap migrate writing to the side it applies to (the
+// target; the old server when it streams back), until release.
+func (c *cli) lockMigration(ctx context.Context, source, target string, reverse bool) (release func(), err error) {
+	side, connString := pg.Target, target
+	if reverse {
+		side, connString = pg.Source, source
+	}
+	release, err = pg.Lock(ctx, side, connString, state.MigrateLock)
+	if errors.Is(err, pg.ErrLocked) {
+		return nil, fmt.Errorf("another pgleap migrate is running against the %s, %w: stop it first (Ctrl-C), or leave it to its work", side, err)
+	}
+	return release, err
+}
+
+// refuseMigrate reads both sides, changing nothing, and refuses a pair or a selection that
+// would do damage or fail halfway (assess.RefuseMigrate).
+func (c *cli) refuseMigrate(ctx context.Context, source, target string, tables config.TableFilter) error {
+	sourceConn, targetConn, closeBoth, err := c.connectReadOnlyBoth(ctx, source, target)
+	if err != nil {
+		return err
+	}
+	defer closeBoth()
+	return assess.RefuseMigrate(ctx, sourceConn, targetConn, tables)
 }
 
 // watchOptions configure how a running migrate is watched: its status page and its alerts.

@@ -19,8 +19,8 @@ func judgeTargetVersion(source, target pg.Version) []Finding {
 	switch {
 	case target.Major < source.Major:
 		return []Finding{{
-			Check: "target.version", Severity: Warning, Object: target.String(),
-			Why: fmt.Sprintf("the target runs PostgreSQL %s, older than the source's %s: this is a downgrade, and the schema may use what the target lacks.", target, source),
+			Check: "target.version", Severity: Blocker, Object: target.String(),
+			Why: fmt.Sprintf("the target runs PostgreSQL %s, older than the source's %s: this is a downgrade, and the schema may use what the target lacks; pgleap migrate refuses it.", target, source),
 			Fix: "use a target of the same or a newer major",
 		}}
 	case target.Major == source.Major:

@@ -51,7 +51,7 @@ func TestTargetVersion(t *testing.T) {
 
 	downgrade := pairOn(t, pgtest.Shared(t, pgtest.TargetMajor()), pgtest.Shared(t, pgtest.SourceMajor()))
 	r = downgrade.check(t, Options{})
-	requireFinding(t, r, "target.version", Warning, r.Target.Version)
+	requireFinding(t, r, "target.version", Blocker, r.Target.Version)
 }
 
 func TestExtensions(t *testing.T) {

@@ -228,29 +228,16 @@ func (c *cutover) load(ctx context.Context) error {
 	return nil
 }
 
-// runLockKey is the session advisory lock a cutover or rollback holds on the side it opens,
-// for as long as it runs ("pgleap" in ASCII, plus one: the state schema's lock is "pgleap").
-const runLockKey = 0x70676c656171
-
-// lockRun takes the run lock on its own connection, so that a second cutover or rollback
-// refuses instead of taking the unfinished record of the first for that of a dead process and
-// undoing its freeze under it. release ends the run. A process that dies loses its session
-// and the lock with it: the next run undoes what it left.
+// lockRun takes the run lock, so that a second cutover or rollback refuses instead of taking
+// the unfinished record of the first for that of a dead process and undoing its freeze under
+// it. release ends the run; a process that dies loses the lock, and the next run undoes what
+// it left.
 func lockRun(ctx context.Context, connString string) (release func(), err error) {
-	conn, err := pg.Connect(ctx, pg.Target, connString)
-	if err != nil {
-		return nil, err
+	release, err = pg.Lock(ctx, pg.Target, connString, state.CutoverLock)
+	if errors.Is(err, pg.ErrLocked) {
+		return nil, fmt.Errorf("%w (or rollback), %w: wait for it to finish, or stop it with Ctrl-C, which undoes it", state.ErrCutoverRunning, err)
 	}
-	var locked bool
-	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", runLockKey).Scan(&locked); err != nil {
-		conn.Close(context.Background())
-		return nil, fmt.Errorf("take the cutover lock: %w", err)
-	}
-	if !locked {
-		conn.Close(context.Background())
-		return nil, fmt.Errorf("%w (or rollback): wait for it to finish, or stop it with Ctrl-C, which undoes it", state.ErrCutoverRunning)
-	}
-	return func() { conn.Close(context.Background()) }, nil
+	return release, err
 }
 
 // undoEarlier undoes a cutover whose process died before it finished.

@@ -233,7 +233,7 @@ func (s *Stage) RefuseRowsAfterSchemaOnly(ctx context.Context) error {
 		return fmt.Errorf("read pgleap state: %w", err)
 	}
 	if schemaOnly {
-		return fmt.Errorf("%w (pgleap migrate --schema-only) and its indexes and foreign keys are built: drop and recreate the target database, then run pgleap migrate --no-follow", ErrSchemaOnlyTarget)
+		return fmt.Errorf("%w (pgleap migrate --schema-only) and its indexes and foreign keys are built: drop and recreate the target database, then run pgleap migrate (or pgleap migrate --no-follow for a copy that does not follow the source)", ErrSchemaOnlyTarget)
 	}
 	return nil
 }

@@ -24,6 +24,15 @@ var ErrNewerState = errors.New("the target's pgleap state is newer than this pgl
 // advisoryLockKey serializes state schema changes between pgleap processes ("pgleap" in ASCII).
 const advisoryLockKey = 0x70676c656170
 
+// Session advisory locks (pg.Lock) that pgleap processes hold for as long as they run, so
+// that a second one refuses instead of working against the first.
+const (
+	// CutoverLock: pgleap cutover, on the target; pgleap rollback, on the old server.
+	CutoverLock int64 = advisoryLockKey + 1
+	// MigrateLock: pgleap migrate, on the target (the old server when streaming back).
+	MigrateLock int64 = advisoryLockKey + 2
+)
+
 // Init creates or upgrades the state schema on the target connection conn.
 func Init(ctx context.Context, conn *pgx.Conn) error {
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
