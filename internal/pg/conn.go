@@ -55,8 +55,26 @@ func (e *ConnectError) Error() string {
 		}
 	}
 	cause = strings.Join(causes, "; ")
-	return fmt.Sprintf("connect to %s at %s: %s: check that the server is running and that --%s is right",
-		e.Side, e.Address, cause, e.Side)
+	return fmt.Sprintf("connect to %s at %s: %s: %s", e.Side, e.Address, cause, e.advice())
+}
+
+// advice says what to look at, from the server's answer when there is one.
+func (e *ConnectError) advice() string {
+	var pgErr *pgconn.PgError
+	if errors.As(e.Err, &pgErr) {
+		switch pgErr.Code {
+		case "28P01": // invalid_password
+			return fmt.Sprintf("check the password: password= in --%s, PGPASSWORD, or the passfile (~/.pgpass, PGPASSFILE)", e.Side)
+		case "28000": // invalid_authorization_specification: pg_hba.conf, certificates
+			return fmt.Sprintf("the server's pg_hba.conf refuses this role from here, or wants TLS or a client certificate: check the user and sslmode, sslcert, sslkey in --%s", e.Side)
+		case "3D000": // invalid_catalog_name
+			return fmt.Sprintf("the database does not exist: check dbname in --%s, or create it", e.Side)
+		}
+	}
+	if strings.Contains(e.Err.Error(), "certificate") || strings.Contains(e.Err.Error(), "tls:") {
+		return fmt.Sprintf("the TLS handshake failed: check sslmode and sslrootcert in --%s against the server's certificate", e.Side)
+	}
+	return fmt.Sprintf("check that the server is running and that --%s is right", e.Side)
 }
 
 func (e *ConnectError) Unwrap() error { return e.Err }
