@@ -2,6 +2,7 @@
 # make demo  — pgleap demo: a whole upgrade, check to cutover, between a local PostgreSQL 13 and 17
 #              that it starts itself, with PgBouncer and an application writing (DEMO_FLAGS=--keep).
 # make bench — the benchmarks under bench/, against the tools people use today.
+# make chaos — the long fault-injection run (CHAOS_FAULTS=200): faults, recoveries, differences.
 #
 # PGLEAP_TEST_SOURCE / PGLEAP_TEST_TARGET choose the pair of majors the suite runs against.
 
@@ -14,7 +15,7 @@ VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GO_LDFLAGS := -X main.version=$(VERSION)
 TEST_TIMEOUT ?= 20m
 
-.PHONY: build deps test demo demo-stop bench clean
+.PHONY: build deps test chaos demo demo-stop bench clean
 
 build:
 	go build -ldflags '$(GO_LDFLAGS)' -o bin/pgleap ./cmd/pgleap
@@ -28,6 +29,12 @@ test: deps
 	go vet ./...
 	mkdir -p test-output
 	go test -race -timeout $(TEST_TIMEOUT) -artifacts -outputdir $(CURDIR)/test-output ./...
+
+# The long fault-injection run (make test runs a short one): CHAOS_FAULTS faults, then a report.
+CHAOS_FAULTS ?= 200
+chaos: deps
+	mkdir -p test-output
+	PGLEAP_CHAOS_FAULTS=$(CHAOS_FAULTS) go test -count=1 -timeout 120m -run TestChaos -v -artifacts -outputdir $(CURDIR)/test-output ./internal/chaos
 
 # pgleap demo installs PostgreSQL 13 and 17 with scripts/install-postgres.sh itself.
 demo: build

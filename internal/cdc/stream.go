@@ -92,6 +92,9 @@ func Stream(ctx context.Context, opts Options) (Stats, error) {
 	}
 }
 
+// errSourceEndedStream: the walsender ended the stream, as it does when its server shuts down.
+var errSourceEndedStream = errors.New("stream from the source: the source ended the stream (shutting down?)")
+
 // retryable tells a lost connection or a server going away, which a reconnection may
 // cure, from an error the apply would only meet again.
 func retryable(err error) bool {
@@ -110,7 +113,7 @@ func retryable(err error) bool {
 	}
 	var connectErr *pg.ConnectError
 	var netErr net.Error
-	return errors.As(err, &connectErr) || errors.As(err, &netErr) || errors.Is(err, io.EOF) ||
+	return errors.Is(err, errSourceEndedStream) || errors.As(err, &connectErr) || errors.As(err, &netErr) || errors.Is(err, io.EOF) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err)
 }
 
@@ -348,6 +351,11 @@ func (s *session) receive(ctx context.Context, raw pgproto3.BackendMessage) erro
 		return fmt.Errorf("stream from the source: %w", pgconn.ErrorResponseToPgError(msg))
 	case *pgproto3.CopyData:
 		return s.handle(ctx, msg.Data)
+	case *pgproto3.CopyDone, *pgproto3.CommandComplete, *pgproto3.ReadyForQuery:
+		// The walsender ends the stream when its server shuts down (a fast shutdown sends
+		// CopyDone, then CommandComplete): the source goes away, and the stream resumes when
+		// it is back.
+		return errSourceEndedStream
 	}
 	return fmt.Errorf("stream from the source: unexpected message %T", raw)
 }

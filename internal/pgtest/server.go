@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -211,6 +212,66 @@ func (s *Server) Restart(ctx context.Context) error {
 		s.process = nil
 	}
 	return s.startProcess(ctx)
+}
+
+// RestartFast stops the server as an administrator would (fast shutdown: sessions ended, a
+// checkpoint) and starts it again on the same port and data.
+func (s *Server) RestartFast(ctx context.Context) error {
+	if s.process != nil {
+		_ = s.process.Process.Signal(syscall.SIGINT)
+		select {
+		case <-s.exited:
+		case <-time.After(30 * time.Second):
+			s.kill()
+		}
+		s.process = nil
+	}
+	return s.startProcess(ctx)
+}
+
+// Freeze stops every process of the server (SIGSTOP), as a hung machine would: connections
+// stay open and nothing answers. Thaw lets them go on.
+func (s *Server) Freeze() error { return s.signalAll(syscall.SIGSTOP) }
+
+// Thaw undoes Freeze.
+func (s *Server) Thaw() error { return s.signalAll(syscall.SIGCONT) }
+
+// signalAll signals the postmaster and its children, found in /proc: they share the caller's
+// process group, which a signal to the group would reach too.
+func (s *Server) signalAll(sig syscall.Signal) error {
+	if s.process == nil {
+		return fmt.Errorf("PostgreSQL %d is not running", s.Major)
+	}
+	postmaster := s.process.Process.Pid
+	pids := []int{postmaster}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so read after its closing parenthesis.
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(postmaster) {
+			pids = append(pids, pid)
+		}
+	}
+	if sig == syscall.SIGCONT {
+		slices.Reverse(pids) // the children first, then the postmaster that watches them
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("signal process %d of PostgreSQL %d: %w", pid, s.Major, err)
+		}
+	}
+	return nil
 }
 
 func (s *Server) startProcess(ctx context.Context) error {
