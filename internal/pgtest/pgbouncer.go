@@ -35,7 +35,7 @@ func StartPgBouncer(t testing.TB, name string, server *Server, db string, users 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
