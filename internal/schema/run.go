@@ -198,9 +198,21 @@ func (s *Stage) runTool(ctx context.Context, program, connString string, args ..
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("%s: %v: %s", name, err, strings.TrimSpace(stderr.String()))
+		message := strings.TrimSpace(stderr.String())
+		return nil, fmt.Errorf("%s: %v: %s: %s", name, err, message, toolAdvice(message))
 	}
 	return out, nil
+}
+
+// toolAdvice says what to do about a failed client program, from what it printed.
+func toolAdvice(message string) string {
+	switch {
+	case strings.Contains(message, "permission denied"):
+		return "grant the role what it lacks on the source (pgleap check lists the missing privileges), then run pgleap migrate again: it resumes"
+	case strings.Contains(message, "server version mismatch"), strings.Contains(message, "aborting because of server version mismatch"):
+		return "use client tools at least as new as the source (--pg-bin)"
+	}
+	return "fix the cause, then run pgleap migrate again: it resumes"
 }
 
 // Run restores the whole schema of a database whose rows are already there, or that
