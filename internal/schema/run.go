@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -330,10 +331,14 @@ func (s *Stage) restorePreData(ctx context.Context, res *Result) error {
 	if err != nil {
 		return fmt.Errorf("pg_restore pre-data: %v: %s", err, strings.TrimSpace(stderr.String()))
 	}
+	restore, err := s.keepPublicSchemaOwner(ctx, withoutMetaCommands(string(script)))
+	if err != nil {
+		return err
+	}
 	// The script runs in one transaction with its step record: after a crash it is either
 	// all there and recorded, or not there at all.
 	err = pgx.BeginFunc(ctx, s.target, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, withoutMetaCommands(string(script))); err != nil {
+		if _, err := tx.Exec(ctx, restore); err != nil {
 			return fmt.Errorf("restore pre-data (types, functions, tables, views...): %w", err)
 		}
 		if err := state.RecordSkipped(ctx, tx, s.plan.Skipped); err != nil {
@@ -351,6 +356,33 @@ func (s *Stage) restorePreData(ctx context.Context, res *Result) error {
 	res.PreDataRestored = true
 	s.opts.Logger.Info("restored pre-data", "objects", len(s.plan.Entries(SectionPreData)), "skipped", len(s.plan.Skipped))
 	return nil
+}
+
+// publicOwner matches the statement pg_dump writes for the owner of schema public, which
+// exists in every new database.
+var publicOwner = regexp.MustCompile(`(?m)^ALTER SCHEMA public OWNER TO (.+);$`)
+
+// keepPublicSchemaOwner leaves the target's schema public to its owner when pgleap's role may
+// not hand it to the source's owner (usually the source's bootstrap superuser, which a
+// managed service's admin role never is): the only thing lost is an owner the database got by
+// default. Any other owner change the role may not make fails the restore, and says so.
+func (s *Stage) keepPublicSchemaOwner(ctx context.Context, script string) (string, error) {
+	m := publicOwner.FindStringSubmatch(script)
+	if m == nil {
+		return script, nil
+	}
+	owner := strings.Trim(m[1], `"`)
+	var may bool
+	err := s.target.QueryRow(ctx, `SELECT CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = $1)
+		THEN pg_catalog.pg_has_role(current_user, $1, 'MEMBER') ELSE false END`, owner).Scan(&may)
+	if err != nil {
+		return "", fmt.Errorf("read whether the role may own schema public as %s: %w", owner, err)
+	}
+	if may {
+		return script, nil
+	}
+	s.opts.Logger.Info("schema public keeps the target's owner: pgleap's role may not make it the source's", "source owner", owner)
+	return publicOwner.ReplaceAllString(script, "-- (schema public keeps the target's owner)"), nil
 }
 
 // withoutMetaCommands drops the psql meta-commands pg_restore writes around its script
