@@ -44,6 +44,7 @@ var checks = []check{
 	{"source table privileges", checkTablePrivileges},
 	{"source identifiers", checkCaseCollisions},
 	{"source sessions", checkSessions},
+	{"leftover slots", checkLeftoverSlots},
 	{"replica identity", checkReplicaIdentity},
 	{"table kinds", checkTableKinds},
 	{"column types", checkColumnTypes},

@@ -270,3 +270,19 @@ func TestJudgeRemovedTypes(t *testing.T) {
 		t.Errorf("types present on the target reported: %+v", got)
 	}
 }
+
+func TestJudgeLeftoverSlots(t *testing.T) {
+	slots := []pgleapSlot{
+		{Name: "pgleap_0001", Retained: 5 << 30},               // left by an earlier migration
+		{Name: "pgleap_0002", Active: true, Retained: 1 << 20}, // another target streams from it
+		{Name: "pgleap_0003", Retained: 1 << 10},               // this target's migration
+	}
+	findings := judgeLeftoverSlots(slots, []string{"pgleap_0003"})
+	if len(findings) != 1 || findings[0].Object != "pgleap_0001" || findings[0].Severity != Warning ||
+		!strings.Contains(findings[0].Why, "5.0 GiB") || !strings.Contains(findings[0].Fix, "pg_drop_replication_slot('pgleap_0001')") {
+		t.Errorf("findings = %+v", findings)
+	}
+	if got := judgeLeftoverSlots(slots[1:], []string{"pgleap_0003"}); len(got) != 0 {
+		t.Errorf("an active slot and the migration's own: %+v", got)
+	}
+}
