@@ -107,7 +107,7 @@ func (t *netTable) collapse(c *Change) bool {
 			return false
 		}
 		t.appended = append(t.appended, c.New)
-		t.bytes += valuesBytes(c.New)
+		t.bytes += valuesBytes(c.New) + changeOverhead
 		return true
 	}
 	var key string
@@ -146,7 +146,7 @@ func (t *netTable) collapse(c *Change) bool {
 	default:
 		return false
 	}
-	t.bytes += valuesBytes(c.New) + valuesBytes(c.Old)
+	t.bytes += valuesBytes(c.New) + valuesBytes(c.Old) + changeOverhead
 	return true
 }
 
@@ -182,13 +182,21 @@ func merge(older, newer []Value) []Value {
 	return merged
 }
 
+// valuesBytes estimates the memory values hold: their data, and per value its header and
+// its share of the decoded message that backs it.
 func valuesBytes(values []Value) int {
 	n := 0
 	for _, v := range values {
-		n += len(v.Data) + 8
+		n += len(v.Data) + 48
 	}
 	return n
 }
+
+// changeOverhead estimates what each change held costs besides its values: the change, the
+// row's entry, its key and its place in the map. Without it a table of narrow rows reaches
+// maxNetBytes only after millions of rows, and memory grows with the transaction
+// (measured: 465 MB for a 1.5-million-row insert before, 64 MB after).
+const changeOverhead = 256
 
 // netStatements are the set-based statements of one table's net changes.
 type netStatements struct {
