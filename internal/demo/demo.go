@@ -4,8 +4,10 @@ import (
 	"context"
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -144,6 +146,12 @@ func (d *demo) startServers(ctx context.Context) error {
 		"with PgBouncer in front of the old one: the application connects only to PgBouncer, so that the\n"+
 		"cutover can switch it to the new server without the application noticing more than a pause.",
 		d.opts.SourceMajor, d.opts.TargetMajor, d.opts.Dir)
+	for name, port := range map[string]int{"--source-port": d.opts.SourcePort, "--target-port": d.opts.TargetPort,
+		"--pgbouncer-port": d.opts.PgBouncerPort, "--status-port": d.opts.StatusPort} {
+		if err := portFree(port); err != nil {
+			return fmt.Errorf("%s %d: %w: stop what listens there (pgleap demo --clean --dir for an earlier demo's), or choose another port (0: any free one)", name, port, err)
+		}
+	}
 	install := exec.CommandContext(ctx, "bash", d.opts.InstallScript, strconv.Itoa(d.opts.SourceMajor), strconv.Itoa(d.opts.TargetMajor))
 	install.Stdout, install.Stderr = d.opts.Progress, d.opts.Progress
 	if err := install.Run(); err != nil {
@@ -464,6 +472,18 @@ func queryRowArgs(ctx context.Context, connString, sql string, args []any, dest 
 	}
 	defer conn.Close(context.Background())
 	return conn.QueryRow(ctx, sql, args...).Scan(dest...)
+}
+
+// portFree fails when something listens on port of 127.0.0.1 (0 needs nothing).
+func portFree(port int) error {
+	if port == 0 {
+		return nil
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return errors.New("the port is in use")
+	}
+	return l.Close()
 }
 
 // portOr returns port, or a free one for 0.

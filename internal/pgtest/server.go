@@ -316,7 +316,16 @@ func (s *Server) waitReady(ctx context.Context) error {
 	for {
 		conn, err := pgx.Connect(ctx, s.ConnString("postgres"))
 		if err == nil {
-			return conn.Close(ctx)
+			// Another server on the port would answer too: only this one's data directory counts.
+			var dataDir string
+			err = conn.QueryRow(ctx, "SELECT current_setting('data_directory')").Scan(&dataDir)
+			conn.Close(ctx)
+			if err == nil && dataDir == s.DataDir() {
+				return nil
+			}
+			if err == nil {
+				err = fmt.Errorf("port %d answers for another server (data directory %s)", s.Port, dataDir)
+			}
 		}
 		select {
 		case exitErr := <-s.exited:
