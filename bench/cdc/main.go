@@ -30,7 +30,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -100,7 +99,7 @@ type bench struct {
 	pgleapBin      string
 	backlogTPS     float64   // pgbench's rate writing the backlog, nothing following
 	follower       *exec.Cmd // the running pgleap migrate, if any
-	followerOut    lockedBuffer
+	followerOut    pgtest.LockedBuffer
 	followerExit   chan error // receives the follower's exit
 	peakRSS        int64
 }
@@ -469,30 +468,6 @@ func (b *bench) startPgleap(ctx context.Context, profile string) error {
 	b.followerExit = make(chan error, 1)
 	go func(cmd *exec.Cmd, exit chan<- error) { exit <- cmd.Wait() }(b.follower, b.followerExit)
 	return nil
-}
-
-// lockedBuffer is a bytes.Buffer a child process writes to while the bench reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *lockedBuffer) Reset() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Reset()
 }
 
 // stopPgleap stops the running pgleap with Ctrl-C, as a user would.

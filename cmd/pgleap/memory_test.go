@@ -39,7 +39,7 @@ func TestMemoryStaysBounded(t *testing.T) {
 		t.Fatalf("build pgleap: %v\n%s", err, out)
 	}
 	migrate := exec.Command(bin, "migrate", "--source", sourceConn, "--target", targetConn)
-	out := &cliOutput{}
+	out := &pgtest.LockedBuffer{}
 	migrate.Stdout, migrate.Stderr = out, out
 	if err := migrate.Start(); err != nil {
 		t.Fatal(err)

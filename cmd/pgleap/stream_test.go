@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -137,36 +135,17 @@ func writeTransfers(ctx context.Context, connString string, written *atomic.Int6
 }
 
 // startCLI runs pgleap as a process of its own, so that it can be killed.
-func startCLI(t *testing.T, args ...string) (*exec.Cmd, *cliOutput) {
+func startCLI(t *testing.T, args ...string) (*exec.Cmd, *pgtest.LockedBuffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), cliEnv+"=1")
-	out := &cliOutput{}
+	out := &pgtest.LockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill() })
 	return cmd, out
-}
-
-// cliOutput collects what a pgleap process prints, for a test that reads it while the
-// process still writes.
-type cliOutput struct {
-	mu  sync.Mutex
-	out bytes.Buffer
-}
-
-func (o *cliOutput) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.out.Write(p)
-}
-
-func (o *cliOutput) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.out.String()
 }
 
 func waitFor(t *testing.T, what string, done func() bool) {
