@@ -36,26 +36,20 @@ func RefuseMigrate(ctx context.Context, source, target *pgx.Conn, tables config.
 		return fmt.Errorf("%w: --source and --target are the same database (%s): point --target at the database on the new server",
 			ErrRefused, pg.QuoteIdent(sourceID.database))
 	}
-	if targetID.version.Major < sourceID.version.Major {
-		return fmt.Errorf("%w: the target runs PostgreSQL %s, older than the source's %s: pgleap upgrades; use a target of the same or a newer major",
-			ErrRefused, targetID.version, sourceID.version)
-	}
-	var hasState bool
-	if err := target.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'pgleap')").Scan(&hasState); err != nil {
+	// The same judgments as pgleap check's: what it reports as a blocker, migrate refuses.
+	contents := targetContents{}
+	if err := target.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'pgleap')").Scan(&contents.HasState); err != nil {
 		return fmt.Errorf("look for pgleap state on the target: %w", err)
 	}
-	if !hasState {
-		relations, err := queryNames(ctx, target, targetRelationsSQL)
-		if err != nil {
+	if !contents.HasState {
+		if contents.Tables, err = queryNames(ctx, target, targetRelationsSQL); err != nil {
 			return fmt.Errorf("list the target's relations: %w", err)
 		}
-		if len(relations) > 0 {
-			listed := relations
-			if len(listed) > 5 {
-				listed = append(listed[:5:5], "...")
-			}
-			return fmt.Errorf("%w: target database %s already holds relations (%s) and no pgleap migration: point --target at a new, empty database, or empty this one",
-				ErrRefused, pg.QuoteIdent(targetID.database), strings.Join(listed, ", "))
+	}
+	findings := append(judgeTargetVersion(sourceID.version, targetID.version), judgeTargetEmpty(pg.QuoteIdent(targetID.database), contents)...)
+	for _, f := range findings {
+		if f.Severity == Blocker {
+			return fmt.Errorf("%w: %s: %s", ErrRefused, strings.TrimSuffix(f.Why, "."), f.Fix)
 		}
 	}
 	all, err := catalog.Tables(ctx, source)
