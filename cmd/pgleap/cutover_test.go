@@ -17,6 +17,7 @@ import (
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/pgtest"
 	"github.com/pgleap/pgleap/internal/pgtest/datatest"
+	"github.com/pgleap/pgleap/internal/state"
 )
 
 // cutoverSetup is a source with an application role and tables an application writes,
@@ -413,7 +414,7 @@ func TestCutoverUndone(t *testing.T) {
 	}
 	// A cutover running (its lock held) makes a second one refuse, changing nothing.
 	running := datatest.Connect(t, s.targetConn)
-	if _, err := running.Exec(context.Background(), "SELECT pg_advisory_lock(x'70676c656171'::bigint)"); err != nil {
+	if _, err := running.Exec(context.Background(), "SELECT pg_advisory_lock($1)", state.CutoverLock); err != nil {
 		t.Fatal(err)
 	}
 	code, _, stderr := pgleap(t, nil, args...)
