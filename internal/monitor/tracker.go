@@ -40,7 +40,6 @@ type Tracker struct {
 	mu             sync.Mutex
 	source, target string // connection strings; swapped when the migration streams back
 	status         *Status
-	lastGoodRead   time.Time
 	history        []Sample
 	alerts         map[string]Alert     // holding now, by name
 	alertLogged    map[string]time.Time // when each was last logged
@@ -72,7 +71,8 @@ func NewTracker(opts TrackerOptions) *Tracker {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	t := &Tracker{opts: opts, source: opts.Source, target: opts.Target,
-		status: &Status{Phase: PhaseStarting, Tables: []TableStatus{}, RecentErrors: []state.Event{}, ReadAt: time.Now()},
+		// ReadAt stays zero until a read succeeds: Healthy tells from it.
+		status: &Status{Phase: PhaseStarting, Tables: []TableStatus{}, RecentErrors: []state.Event{}},
 		alerts: map[string]Alert{}, alertLogged: map[string]time.Time{},
 		live:         map[itemKey]*liveItem{},
 		errorsLogged: func() int64 { return 0 }, exportedCounts: map[string]float64{}}
@@ -152,13 +152,14 @@ func (t *Tracker) History(since time.Time) []Sample {
 func (t *Tracker) Healthy() (bool, string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if time.Since(t.lastGoodRead) <= max(5*t.opts.Interval, 30*time.Second) {
+	lastRead := t.status.ReadAt // a failed read keeps the last good status, and its time
+	if time.Since(lastRead) <= max(5*t.opts.Interval, 30*time.Second) {
 		return true, ""
 	}
-	if t.lastGoodRead.IsZero() {
+	if lastRead.IsZero() {
 		return false, "the migration's state was not read yet: " + t.status.ReadError
 	}
-	return false, fmt.Sprintf("the migration's state was last read at %s: %s", t.lastGoodRead.Format(time.RFC3339), t.status.ReadError)
+	return false, fmt.Sprintf("the migration's state was last read at %s: %s", lastRead.Format(time.RFC3339), t.status.ReadError)
 }
 
 // read reads the status once and derives the sample and the alerts from it.
@@ -195,7 +196,7 @@ func (t *Tracker) read(ctx context.Context) {
 	if cut := slices.IndexFunc(t.history, func(s Sample) bool { return s.At.After(st.ReadAt.Add(-t.opts.History)) }); cut > 0 {
 		t.history = slices.Delete(t.history, 0, cut)
 	}
-	t.status, t.lastGoodRead = st, st.ReadAt
+	t.status = st
 	t.raiseAlerts(st)
 }
 
