@@ -20,8 +20,10 @@ TEST_TIMEOUT ?= 20m
 build:
 	go build -ldflags '$(GO_LDFLAGS)' -o bin/pgleap ./cmd/pgleap
 
+# 15 is the old server of the cutover and rollback run without a superuser: before 15, only
+# a superuser may set session_replication_role, which the way back's apply needs.
 deps:
-	scripts/install-postgres.sh --browser $(sort $(SOURCE_MAJOR) $(TARGET_MAJOR))
+	scripts/install-postgres.sh --browser $(sort $(SOURCE_MAJOR) $(TARGET_MAJOR) 15)
 	go mod download
 
 # Files tests leave for people to look at (the status page's screenshot) land in test-output/.

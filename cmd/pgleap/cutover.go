@@ -33,9 +33,12 @@ lag is under --max-lag, every table is copied, the last pgleap verify (if any) w
 schemas are the same, and no transaction on the source is older than --long-transaction
 (--terminate-long lets the freeze end them). --dry-run stops there.
 
-Then it freezes writes on the source database: new sessions are refused to every role but
-superusers (connection limit 0), every session starts read-only, and the sessions open are
-ended (never pgleap's, never replication). With --pgbouncer it first pauses the PgBouncer
+Then it freezes writes on the source database: every session starts read-only, the
+sessions open are ended (never pgleap's, never replication), and new sessions are refused:
+as a superuser, to every role but superusers (connection limit 0); otherwise CONNECT is
+revoked from PUBLIC and every role pgleap's does not act as. A role that is not a superuser
+needs ownership of the database (or its owner's privileges), pg_signal_backend and
+pg_read_all_stats; the preflight names what is missing. With --pgbouncer it first pauses the PgBouncer
 entry the application goes through (PAUSE: clients wait instead of failing; pool_mode must
 be transaction), and once the target is open points the entry at it in
 --pgbouncer-databases-file, reloads and resumes: the application sees a pause, not an error.
@@ -43,7 +46,7 @@ It waits until pgleap migrate has applied everything committed before the freeze
 it there, copies every sequence's value and the large objects changed since the copy,
 refreshes materialized views with --refresh-matviews, verifies (--verify counts, full or
 none), confirms the freeze held (no session but pgleap's on the source, and no row change to
-a migrated table since the freeze: a superuser can get past it), and opens the target (lifts
+a migrated table since the freeze: a session that turns read-only off can get past it), and opens the target (lifts
 its guard). pgleap migrate stops streaming from the source. --switch-command runs
 last (with sh; PGLEAP_SOURCE and PGLEAP_TARGET set) to point the application at the target.
 
@@ -55,7 +58,9 @@ Unless --no-reverse, it first makes the way back: a publication and a slot on th
 before the target takes its first write, and a pgleap schema on the source that follows
 them. The running pgleap migrate then streams the target's changes to the source (phase
 reverse-streaming; started again, pgleap migrate resumes that, never the forward stream),
-so that pgleap rollback loses nothing. The target needs wal_level=logical for it.
+so that pgleap rollback loses nothing. The target needs wal_level=logical and a role with
+REPLICATION for it, the source CREATE on the database and the right to set
+session_replication_role (a superuser before PostgreSQL 15).
 
 The source stays frozen after the cutover, so that nothing writes to it by mistake.
 

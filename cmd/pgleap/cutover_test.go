@@ -43,20 +43,49 @@ func setUpCutover(t *testing.T, target *pgtest.Server) *cutoverSetup {
 	if target == nil {
 		target = pgtest.Shared(t, pgtest.TargetMajor())
 	}
-	s := &cutoverSetup{source: pgtest.Shared(t, pgtest.SourceMajor()), target: target}
+	return setUpCutoverAs(t, pgtest.Shared(t, pgtest.SourceMajor()), target, false)
+}
+
+// setUpCutoverAs runs pgleap as a superuser, or, with leastPrivileges, as a role that has
+// only what docs/guide.md lists for the whole flow, cutover and rollback included.
+func setUpCutoverAs(t *testing.T, source, target *pgtest.Server, leastPrivileges bool) *cutoverSetup {
+	t.Helper()
+	s := &cutoverSetup{source: source, target: target}
 	s.sourceDB, s.targetDB = s.source.CreateDatabase(t), s.target.CreateDatabase(t)
 	s.sourceConn, s.targetConn = s.source.ConnString(s.sourceDB), s.target.ConnString(s.targetDB)
 	s.appRole = "app_" + s.sourceDB
-	s.source.Exec(t, s.sourceDB, fmt.Sprintf(`CREATE ROLE %[1]s LOGIN;
+	setRole := ""
+	if leastPrivileges {
+		migrator := "migrator_" + s.sourceDB
+		servers := []*pgtest.Server{source, target}
+		if source == target {
+			servers = servers[:1]
+		}
+		for _, srv := range servers {
+			sql := fmt.Sprintf("CREATE ROLE %[1]s LOGIN REPLICATION CREATEROLE; GRANT pg_signal_backend, pg_read_all_stats TO %[1]s", migrator)
+			if srv.Major >= 15 {
+				sql += "; GRANT SET ON PARAMETER session_replication_role TO " + migrator
+			}
+			srv.Exec(t, "postgres", sql)
+		}
+		source.Exec(t, "postgres", "ALTER DATABASE "+s.sourceDB+" OWNER TO "+migrator+"; CREATE ROLE "+s.appRole+" LOGIN; GRANT "+s.appRole+" TO "+migrator)
+		target.Exec(t, "postgres", "ALTER DATABASE "+s.targetDB+" OWNER TO "+migrator)
+		s.sourceConn, s.targetConn = s.sourceConn+" user="+migrator, s.targetConn+" user="+migrator
+		setRole = "SET ROLE " + migrator + ";" // as the database's owner, it may create in schema public (15+)
+	}
+	if !leastPrivileges {
+		s.source.Exec(t, "postgres", "CREATE ROLE "+s.appRole+" LOGIN")
+	}
+	s.source.Exec(t, s.sourceDB, fmt.Sprintf(`%[2]s
 		CREATE TABLE items (id int PRIMARY KEY, note text NOT NULL);
 		CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);
 		INSERT INTO counters VALUES (1, 0);
 		CREATE TABLE events (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now());
 		GRANT ALL ON ALL TABLES IN SCHEMA public TO %[1]s;
 		GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO %[1]s;
-		SELECT lo_from_bytea(0, 'before the cutover')`, s.appRole))
+		SELECT lo_from_bytea(0, 'before the cutover')`, s.appRole, setRole))
 	t.Cleanup(func() {
-		// The role outlives the test's databases on the shared servers; dropped once they
+		// The roles outlive the test's databases on the shared servers; dropped once they
 		// are gone, best effort.
 		for _, srv := range []*pgtest.Server{s.source, s.target} {
 			if conn, err := pg.Connect(context.Background(), pg.Source, srv.ConnString("postgres")); err == nil {
@@ -66,9 +95,16 @@ func setUpCutover(t *testing.T, target *pgtest.Server) *cutoverSetup {
 		}
 	})
 	cmd, out := startCLI(t, "migrate", "--jobs", "2", "--source", s.sourceConn, "--target", s.targetConn)
-	s.migrate = &migrateProcess{wait: cmd.Wait, stop: func() { cmd.Process.Signal(syscall.SIGINT) }, out: out.String, process: cmd.Process}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	s.migrate = &migrateProcess{wait: func() error { return <-exited }, stop: func() { cmd.Process.Signal(syscall.SIGINT) }, out: out.String, process: cmd.Process}
 	waitFor(t, "migrate to stream", func() bool {
-		return datatest.Scalar(t, s.sourceConn, streamingSQL) == "1" && datatest.Scalar(t, s.targetConn, "SELECT phase FROM pgleap.migration") == "streaming"
+		select {
+		case err := <-exited:
+			t.Fatalf("migrate stopped before it streamed: %v\n%s", err, out)
+		default:
+		}
+		return datatest.Scalar(t, s.sourceConn, streamingSQL) == "1" && datatest.Scalar(t, s.targetConn, "SELECT coalesce(max(phase), '') FROM pgleap.migration") == "streaming"
 	})
 	return s
 }
@@ -218,7 +254,7 @@ func (w *writer) check(t *testing.T, connString string) {
 	// Every error the application saw came from a freeze.
 	for _, e := range w.errors {
 		if !strings.Contains(e, "context canceled") && !strings.Contains(e, "read-only") && !strings.Contains(e, "terminat") &&
-			!strings.Contains(e, "too many connections") && !strings.Contains(e, "closed") && !strings.Contains(e, "EOF") {
+			!strings.Contains(e, "too many connections") && !strings.Contains(e, "permission denied for database") && !strings.Contains(e, "closed") && !strings.Contains(e, "EOF") {
 			t.Errorf("the application saw an unexpected error: %s", e)
 		}
 	}
@@ -250,7 +286,22 @@ type cutoverJSON struct {
 // acknowledged, on either server, is where it must be afterwards; sequence values go on
 // from where the other side left them.
 func TestCutoverAndRollbackWithoutPooler(t *testing.T) {
-	s := setUpCutover(t, nil)
+	cutOverAndRollBack(t, setUpCutover(t, nil))
+}
+
+// TestCutoverAndRollbackWithLeastPrivileges runs the same as a role that is not a superuser,
+// with only the grants docs/guide.md lists. The old server then applies the way back as
+// that role, which may set session_replication_role only from PostgreSQL 15 on: a source
+// older than that is replaced by a PostgreSQL 15 (make test installs it).
+func TestCutoverAndRollbackWithLeastPrivileges(t *testing.T) {
+	sourceMajor := max(pgtest.SourceMajor(), 15)
+	if sourceMajor > pgtest.TargetMajor() {
+		t.Skipf("the way back as a role that is not a superuser needs an old server of PostgreSQL 15 or later, and the target is %d", pgtest.TargetMajor())
+	}
+	cutOverAndRollBack(t, setUpCutoverAs(t, pgtest.Shared(t, sourceMajor), pgtest.Shared(t, pgtest.TargetMajor()), true))
+}
+
+func cutOverAndRollBack(t *testing.T, s *cutoverSetup) {
 	dir := t.TempDir()
 	switched, switchedBack := filepath.Join(dir, "switched"), filepath.Join(dir, "switched-back")
 	w := &writer{}
@@ -265,14 +316,16 @@ func TestCutoverAndRollbackWithoutPooler(t *testing.T) {
 	waitFor(t, "the application's writes to reach the target", func() bool {
 		return datatest.Scalar(t, s.targetConn, "SELECT count(*) >= 30 FROM items") == "true"
 	})
-	// A large object changed after the copy: logical replication does not carry it.
-	s.source.Exec(t, s.sourceDB, "SELECT lo_from_bytea(0, 'after the copy')")
+	// A large object changed after the copy: logical replication does not carry it. The
+	// application makes it; pgleap's role, when not a superuser, has its privileges.
+	s.source.Exec(t, s.sourceDB, "SET ROLE "+s.appRole+"; SELECT lo_from_bytea(0, 'after the copy')")
 	conns := []string{"--source", s.sourceConn, "--target", s.targetConn}
 
 	code, stdout, stderr := pgleap(t, nil, append([]string{"cutover", "--json", "--verify", "full", "--switch-command", "touch " + switched}, conns...)...)
 	var r cutoverJSON
 	if err := json.Unmarshal([]byte(stdout), &r); err != nil || code != exitOK || !r.Done {
-		t.Fatalf("cutover: exit %d, %v\n%s%s\nmigrate:\n%s", code, err, stdout, stderr, s.migrate.out())
+		_, schemaOut, _ := pgleap(t, nil, append([]string{"verify", "--schema"}, conns...)...)
+		t.Fatalf("cutover: exit %d, %v\n%s%s\nschemas:\n%s\nmigrate:\n%s", code, err, stdout, stderr, schemaOut, s.migrate.out())
 	}
 	if r.WritePauseMS <= 0 || r.WritePauseMS > 10000 || r.Sequences != 1 || r.LargeObjects != 1 || len(r.Steps) < 7 {
 		t.Errorf("cutover result: %+v", r)

@@ -13,7 +13,8 @@ import (
 // cleanup as roles that are not superusers, with only the grants docs/guide.md lists: on the
 // source, LOGIN REPLICATION and ownership of the migrated tables (which a publication needs);
 // on the target, CREATEROLE, ownership of the database, and (PostgreSQL 15 and later) the
-// right to set session_replication_role. Cutover and rollback still need a superuser.
+// right to set session_replication_role. TestCutoverAndRollbackWithLeastPrivileges adds
+// the cutover and the rollback.
 func TestLeastPrivileges(t *testing.T) {
 	if pgtest.TargetMajor() < 15 {
 		t.Skip("before PostgreSQL 15 only a superuser may set session_replication_role, which the apply needs")

@@ -3,7 +3,11 @@ package assess
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pgleap/pgleap/internal/catalog"
 	"github.com/pgleap/pgleap/internal/monitor"
@@ -166,7 +170,19 @@ type databaseObjects struct {
 	LargeObjectBytes  int64
 	Sequences         int64
 	MaterializedViews []string // quoted names
+	// UnreadableLargeObjects counts, by owner, the large objects pgleap's role may not read.
+	UnreadableLargeObjects map[string]int64
 }
+
+// unreadableLargeObjectsSQL counts, by owner, the large objects the role may not read: it
+// has neither its owner's privileges nor SELECT granted (has_largeobject_privilege is 17+).
+const unreadableLargeObjectsSQL = `
+SELECT r.rolname, count(*) FROM pg_catalog.pg_largeobject_metadata m JOIN pg_catalog.pg_roles r ON r.oid = m.lomowner
+WHERE NOT current_setting('lo_compat_privileges')::bool
+  AND NOT pg_catalog.pg_has_role(current_user, m.lomowner, 'USAGE')
+  AND NOT EXISTS (SELECT FROM pg_catalog.aclexplode(m.lomacl) a
+                  WHERE a.privilege_type = 'SELECT' AND (a.grantee = 0 OR pg_catalog.pg_has_role(current_user, a.grantee, 'USAGE')))
+GROUP BY 1 ORDER BY 1`
 
 const databaseObjectsSQL = `
 SELECT (SELECT count(*) FROM pg_catalog.pg_largeobject_metadata),
@@ -188,11 +204,30 @@ func checkDatabaseObjects(ctx context.Context, env *Env) ([]Finding, error) {
 	if o.MaterializedViews, err = queryNames(ctx, conn, materializedViewsSQL); err != nil {
 		return nil, fmt.Errorf("list materialized views: %w", err)
 	}
-	return judgeDatabaseObjects(pg.QuoteIdent(env.Source.Database), o), nil
+	if o.LargeObjects > 0 && !env.Source.Superuser {
+		rows, err := conn.Query(ctx, unreadableLargeObjectsSQL)
+		if err != nil {
+			return nil, fmt.Errorf("read which large objects pgleap's role may read: %w", err)
+		}
+		o.UnreadableLargeObjects = map[string]int64{}
+		var owner string
+		var n int64
+		if _, err := pgx.ForEachRow(rows, []any{&owner, &n}, func() error { o.UnreadableLargeObjects[owner] = n; return nil }); err != nil {
+			return nil, fmt.Errorf("read which large objects pgleap's role may read: %w", err)
+		}
+	}
+	return judgeDatabaseObjects(pg.QuoteIdent(env.Source.Database), pg.QuoteIdent(env.Source.User), o), nil
 }
 
-func judgeDatabaseObjects(database string, o databaseObjects) []Finding {
+func judgeDatabaseObjects(database, user string, o databaseObjects) []Finding {
 	var findings []Finding
+	for _, owner := range slices.Sorted(maps.Keys(o.UnreadableLargeObjects)) {
+		findings = append(findings, Finding{
+			Check: "source.large_object_privilege", Severity: Blocker, Object: pg.QuoteIdent(owner),
+			Why: fmt.Sprintf("pgleap's role may not read the %d large objects this role owns, so they cannot be copied.", o.UnreadableLargeObjects[owner]),
+			Fix: fmt.Sprintf("GRANT %s TO %s; (its owner's privileges), or GRANT SELECT ON LARGE OBJECT ... TO %s; for each", pg.QuoteIdent(owner), user, user),
+		})
+	}
 	if o.LargeObjects > 0 {
 		findings = append(findings, Finding{
 			Check: "data.large_objects", Severity: Warning, Object: database,

@@ -131,4 +131,24 @@ func TestDatabaseObjects(t *testing.T) {
 		t.Errorf("sequence count wrong: %s", f.Why)
 	}
 	requireFinding(t, r, "data.materialized_view", Info, `"public"."totals"`)
+	requireNoFinding(t, r, "source.large_object_privilege", "")
+
+	// A role that is not a superuser reads the large objects of the roles it has the
+	// privileges of, and those granted to it.
+	role := createRole(t, p.source, p.sourceDB, "REPLICATION")
+	owner := createRole(t, p.source, p.sourceDB, "")
+	p.sourceSQL(t, fmt.Sprintf(`SET ROLE %[1]s; SELECT lo_from_bytea(0, 'one'), lo_from_bytea(0, 'two'); RESET ROLE;
+		DO $$ BEGIN EXECUTE format('GRANT SELECT ON LARGE OBJECT %%s TO %[2]s', lo_from_bytea(0, 'granted')); END $$`, owner, role))
+	asRole := strings.Replace(p.source.ConnString(p.sourceDB), "user=postgres", "user="+role, 1)
+	r = runCheck(t, asRole, p.target.ConnString(p.targetDB), Options{})
+	f = requireFinding(t, r, "source.large_object_privilege", Blocker, fmt.Sprintf("%q", owner))
+	if !strings.Contains(f.Why, "the 2 large objects") || !strings.Contains(f.Fix, fmt.Sprintf("GRANT %q TO %q", owner, role)) {
+		t.Errorf("source.large_object_privilege: %+v", f)
+	}
+	// The superuser's invoice is unreadable too; the one granted is not.
+	if f := requireFinding(t, r, "source.large_object_privilege", Blocker, `"postgres"`); !strings.Contains(f.Why, "the 1 large objects") {
+		t.Errorf("source.large_object_privilege: %+v", f)
+	}
+	p.sourceSQL(t, fmt.Sprintf("GRANT %s TO %s", owner, role))
+	requireNoFinding(t, runCheck(t, asRole, p.target.ConnString(p.targetDB), Options{}), "source.large_object_privilege", fmt.Sprintf("%q", owner))
 }

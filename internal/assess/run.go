@@ -52,6 +52,7 @@ var checks = []check{
 	{"target version", checkTargetVersion},
 	{"target emptiness", checkTargetEmpty},
 	{"target privileges", checkTargetPrivileges},
+	{"cutover privileges", checkCutoverPrivileges},
 	{"extensions", checkExtensions},
 	{"encoding and locale", checkEncodingAndLocale},
 	{"collations", checkCollations},

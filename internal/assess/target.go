@@ -312,3 +312,55 @@ func checkCollations(ctx context.Context, env *Env) ([]Finding, error) {
 	}
 	return findings, nil
 }
+
+// checkCutoverPrivileges reads what the later steps need beyond the copy: the apply's
+// session_replication_role on the target, the cutover's freeze of the source, and for the
+// way back a slot on the target, the apply on the source, and rollback's freeze of the
+// target.
+func checkCutoverPrivileges(ctx context.Context, env *Env) ([]Finding, error) {
+	source, err := pg.ReadRights(ctx, env.Source.conn)
+	if err != nil {
+		return nil, err
+	}
+	target, err := pg.ReadRights(ctx, env.Target.conn)
+	if err != nil {
+		return nil, err
+	}
+	return judgeCutoverPrivileges(source, target), nil
+}
+
+func judgeCutoverPrivileges(source, target pg.Rights) []Finding {
+	var findings []Finding
+	if !target.SetReplicationRole {
+		findings = append(findings, Finding{
+			Check: "target.replication_role", Severity: Blocker, Object: pg.QuoteIdent(target.Role),
+			Why: "the role may not set session_replication_role, which the apply sets to replica so that the target's triggers and foreign keys do not fire twice.",
+			Fix: target.ReplicationRoleFix(),
+		})
+	}
+	if missing := source.FreezeMissing(); len(missing) > 0 {
+		findings = append(findings, Finding{
+			Check: "source.freeze_privilege", Severity: Warning, Object: pg.QuoteIdent(source.Database),
+			Why: "pgleap cutover freezes writes on the source: as a role that is not a superuser, it revokes CONNECT on the database, sets it read-only and ends the other sessions, which needs what is missing here.",
+			Fix: strings.Join(missing, " "),
+		})
+	}
+	var wayBack []string
+	if !target.Replication {
+		wayBack = append(wayBack, fmt.Sprintf("on the target: ALTER ROLE %s REPLICATION;", pg.QuoteIdent(target.Role)))
+	}
+	if !source.SetReplicationRole {
+		wayBack = append(wayBack, "on the source: "+source.ReplicationRoleFix())
+	}
+	for _, fix := range target.FreezeMissing() {
+		wayBack = append(wayBack, "on the target: "+fix)
+	}
+	if len(wayBack) > 0 {
+		findings = append(findings, Finding{
+			Check: "target.way_back_privilege", Severity: Warning, Object: pg.QuoteIdent(target.Role),
+			Why: "after the cutover, pgleap streams the target's changes back to the source, so that pgleap rollback loses nothing, and rollback freezes the target: without these, cut over with --no-reverse, which has no way back.",
+			Fix: strings.Join(wayBack, " "),
+		})
+	}
+	return findings
+}

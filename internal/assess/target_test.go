@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/pgtest"
 )
 
@@ -34,9 +35,82 @@ func TestTargetPrivileges(t *testing.T) {
 	requireFinding(t, r, "target.create_schema", Blocker, fmt.Sprintf("%q", p.targetDB))
 	requireFinding(t, r, "target.create_role", Warning, fmt.Sprintf("%q", role))
 
+	requireFinding(t, r, "target.replication_role", Blocker, fmt.Sprintf("%q", role))
+	requireFinding(t, r, "target.way_back_privilege", Warning, fmt.Sprintf("%q", role))
+
 	r = p.check(t, Options{})
-	requireNoFinding(t, r, "target.create_schema", "")
-	requireNoFinding(t, r, "target.create_role", "")
+	for _, id := range []string{"target.create_schema", "target.create_role", "target.replication_role", "target.way_back_privilege", "source.freeze_privilege"} {
+		requireNoFinding(t, r, id, "")
+	}
+	if pgtest.TargetMajor() < 15 {
+		return // before 15, only a superuser sets session_replication_role
+	}
+	// Registered after createRole's cleanup, this runs before it: the role cannot be dropped
+	// while it owns the database.
+	t.Cleanup(func() { p.target.Exec(t, "postgres", "ALTER DATABASE "+p.targetDB+" OWNER TO postgres") })
+	p.target.Exec(t, "postgres", fmt.Sprintf(`ALTER ROLE %[1]s REPLICATION; ALTER DATABASE %[2]s OWNER TO %[1]s;
+		GRANT pg_signal_backend, pg_read_all_stats TO %[1]s; GRANT SET ON PARAMETER session_replication_role TO %[1]s`, role, p.targetDB))
+	r = runCheck(t, p.source.ConnString(p.sourceDB),
+		strings.Replace(p.target.ConnString(p.targetDB), "user=postgres", "user="+role, 1), Options{})
+	for _, id := range []string{"target.create_schema", "target.replication_role", "target.way_back_privilege"} {
+		requireNoFinding(t, r, id, "")
+	}
+}
+
+func TestSourceFreezePrivilege(t *testing.T) {
+	p := newPair(t)
+	role := createRole(t, p.source, p.sourceDB, "REPLICATION")
+	r := runCheck(t, strings.Replace(p.source.ConnString(p.sourceDB), "user=postgres", "user="+role, 1),
+		p.target.ConnString(p.targetDB), Options{})
+	f := requireFinding(t, r, "source.freeze_privilege", Warning, fmt.Sprintf("%q", p.sourceDB))
+	quoted := fmt.Sprintf("%q", role)
+	for _, want := range []string{"OWNER TO " + quoted, "GRANT pg_signal_backend TO " + quoted, "GRANT pg_read_all_stats TO " + quoted} {
+		if !strings.Contains(f.Fix, want) {
+			t.Errorf("source.freeze_privilege's fix lacks %q: %s", want, f.Fix)
+		}
+	}
+	t.Cleanup(func() { p.source.Exec(t, "postgres", "ALTER DATABASE "+p.sourceDB+" OWNER TO postgres") })
+	p.source.Exec(t, "postgres", fmt.Sprintf("ALTER DATABASE %[2]s OWNER TO %[1]s; GRANT pg_signal_backend, pg_read_all_stats TO %[1]s", role, p.sourceDB))
+	r = runCheck(t, strings.Replace(p.source.ConnString(p.sourceDB), "user=postgres", "user="+role, 1),
+		p.target.ConnString(p.targetDB), Options{})
+	requireNoFinding(t, r, "source.freeze_privilege", "")
+}
+
+func TestJudgeCutoverPrivileges(t *testing.T) {
+	all := pg.Rights{Role: "m", Database: "shop", Major: 17, OwnsDatabase: true, SignalBackend: true, ReadAllStats: true,
+		SetReplicationRole: true, Replication: true, CreateInDatabase: true}
+	old := all
+	old.Major, old.SetReplicationRole = 13, false
+	stranger := all
+	stranger.OwnsDatabase, stranger.SignalBackend = false, false
+	noReplication := all
+	noReplication.Replication = false
+	for _, tc := range []struct {
+		name           string
+		source, target pg.Rights
+		want           map[string]string // check id: a part of its fix
+	}{
+		{"every right", all, all, nil},
+		{"superusers", pg.Rights{Superuser: true, SetReplicationRole: true, Replication: true}, pg.Rights{Superuser: true, SetReplicationRole: true, Replication: true}, nil},
+		{"a 13 source cannot apply the way back", old, all, map[string]string{"target.way_back_privilege": "before PostgreSQL 15 only a superuser"}},
+		{"a 13 target cannot apply", all, old, map[string]string{"target.replication_role": "only a superuser"}},
+		{"source not owned", stranger, all, map[string]string{"source.freeze_privilege": `ALTER DATABASE "shop" OWNER TO "m"; GRANT pg_signal_backend TO "m";`}},
+		{"target not owned", all, stranger, map[string]string{"target.way_back_privilege": `on the target: ALTER DATABASE "shop" OWNER TO "m";`}},
+		{"no slot on the target", all, noReplication, map[string]string{"target.way_back_privilege": `ALTER ROLE "m" REPLICATION`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := judgeCutoverPrivileges(tc.source, tc.target)
+			if len(got) != len(tc.want) {
+				t.Fatalf("%d findings, want %d: %+v", len(got), len(tc.want), got)
+			}
+			for _, f := range got {
+				part, ok := tc.want[f.Check]
+				if !ok || !strings.Contains(f.Fix, part) {
+					t.Errorf("finding %s with fix %q, want one whose fix holds %q", f.Check, f.Fix, part)
+				}
+			}
+		})
+	}
 }
 
 func TestTargetVersion(t *testing.T) {

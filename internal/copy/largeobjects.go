@@ -2,10 +2,12 @@ package copy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/state"
@@ -41,9 +43,20 @@ func copyLargeObjects(ctx context.Context, opts Options, snapshot *pg.Snapshot) 
 		return state.RecordStep(ctx, tx, stepLargeObjects)
 	})
 	if err != nil {
+		if advice := largeObjectAdvice(err); advice != "" {
+			return 0, fmt.Errorf("%w: %s, then run pgleap migrate again to resume", err, advice)
+		}
 		return 0, fmt.Errorf("%w: run pgleap migrate again to resume", err)
 	}
 	return int64(len(objects)), nil
+}
+
+// largeObjectAdvice says what to grant when err is a large object pgleap's role may not read.
+func largeObjectAdvice(err error) string {
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); !ok || pgErr.Code != "42501" || !strings.Contains(pgErr.Message, "large object") {
+		return ""
+	}
+	return "give pgleap's role its owner's privileges (GRANT owner TO role) or SELECT on it; pgleap check lists them all (source.large_object_privilege)"
 }
 
 // listLargeObjects lists the large objects of conn's database with their owners and grants.
@@ -135,6 +148,9 @@ func ResyncLargeObjects(ctx context.Context, source, target *pgx.Conn) (int, err
 	}
 	onSource, err := read(source)
 	if err != nil {
+		if advice := largeObjectAdvice(err); advice != "" {
+			return 0, fmt.Errorf("read the source's large objects: %w: %s", err, advice)
+		}
 		return 0, fmt.Errorf("read the source's large objects: %w", err)
 	}
 	onTarget, err := read(target)

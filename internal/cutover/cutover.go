@@ -382,14 +382,15 @@ func (c *cutover) preflight(ctx context.Context) bool {
 	if err != nil {
 		check("the schemas are the same", false, err.Error())
 	}
-	for _, side := range []struct {
-		name string
-		conn *pgx.Conn
-	}{{"source", c.source}, {"target", c.target}} {
-		var super bool
-		err := side.conn.QueryRow(ctx, "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user").Scan(&super)
-		check("pgleap connects as a superuser to the "+side.name, err == nil && super,
-			fmt.Sprint(cmp.Or[any](err, "the freeze sets the database's connection limit to 0, which keeps out every other role, pgleap's new sessions included")))
+	sourceRights, err := pg.ReadRights(ctx, c.source)
+	if err != nil {
+		check("pgleap may freeze writes on the source", false, err.Error())
+	} else {
+		missing := sourceRights.FreezeMissing()
+		check("pgleap may freeze writes on the source", len(missing) == 0, strings.Join(missing, " "))
+		if sessions := sourceRights.SuperuserSessions; !sourceRights.Superuser && len(sessions) > 0 {
+			check("no superuser session on the source, which only a superuser may end", false, strings.Join(sessions, ", ")+": end them, or cut over as a superuser")
+		}
 	}
 	long, err := c.longTransactions(ctx)
 	switch {
@@ -411,8 +412,33 @@ func (c *cutover) preflight(ctx context.Context) bool {
 		exists, err := state.Exists(ctx, c.source)
 		check("the source can follow the target", err == nil && !exists,
 			fmt.Sprint(cmp.Or[any](err, "the source holds a pgleap schema already: drop it (DROP SCHEMA pgleap CASCADE) if no migration uses it, or pass --no-reverse")))
+		if targetRights, err := pg.ReadRights(ctx, c.target); err != nil {
+			check("pgleap may stream back", false, err.Error())
+		} else if sourceRights.Role != "" {
+			missing, detail := wayBackMissing(sourceRights, targetRights), ""
+			if len(missing) > 0 {
+				detail = strings.Join(missing, " ") + " (or pass --no-reverse)"
+			}
+			check("pgleap may stream back", len(missing) == 0, detail)
+		}
 	}
 	return ok
+}
+
+// wayBackMissing lists what pgleap's roles lack for the way back: a slot on the new server,
+// and on the old one its state and the apply, each as the statement that gives it.
+func wayBackMissing(old, new pg.Rights) []string {
+	var missing []string
+	if !new.Replication {
+		missing = append(missing, fmt.Sprintf("on the target: ALTER ROLE %s REPLICATION;", pg.QuoteIdent(new.Role)))
+	}
+	if !old.CreateInDatabase {
+		missing = append(missing, fmt.Sprintf("on the source: GRANT CREATE ON DATABASE %s TO %s;", pg.QuoteIdent(old.Database), pg.QuoteIdent(old.Role)))
+	}
+	if !old.SetReplicationRole {
+		missing = append(missing, "on the source: "+old.ReplicationRoleFix())
+	}
+	return missing
 }
 
 // longTransactions lists the source database's transactions older than LongTransaction.
@@ -574,9 +600,9 @@ func (c *cutover) holdApplyAt(ctx context.Context, lsn pglogrepl.LSN) (int64, er
 
 // confirmFrozen proves that nothing wrote to the migrated tables since the freeze: the
 // apply, held at the freeze, is let go on to the source's position now and must find no row
-// change on the way. Only a superuser could have written (the connection limit stops every
-// other role, and every new session starts read-only); nobody but pgleap may even be
-// connected.
+// change on the way. Only a session that turned read-only off could have written (every new
+// session starts read-only, and only superusers, or roles pgleap acts as, may still
+// connect); nobody but pgleap may even be connected.
 func (c *cutover) confirmFrozen(ctx context.Context, changesAtFreeze int64) error {
 	rows, err := c.source.Query(ctx, "SELECT format('pid %s (%s, %s)', pid, usename, coalesce(nullif(application_name, ''), 'no application name')) "+otherSessions)
 	if err != nil {
@@ -598,7 +624,7 @@ func (c *cutover) confirmFrozen(ctx context.Context, changesAtFreeze int64) erro
 		return err
 	}
 	if n := changes - changesAtFreeze; n != 0 {
-		return fmt.Errorf("%d row changes to the migrated tables were committed on the source after the freeze (by a superuser, who can turn read-only off): end those sessions and cut over again", n)
+		return fmt.Errorf("%d row changes to the migrated tables were committed on the source after the freeze (by a session that turned read-only off): end those sessions and cut over again", n)
 	}
 	return nil
 }

@@ -12,11 +12,14 @@ import (
 )
 
 // Freezing the source. A database-wide default_transaction_read_only alone is not a
-// freeze: any session may set it off for itself. So the freeze also sets the database's
-// connection limit to 0, which refuses new sessions of every role but superusers, and ends
-// the sessions already open (never pgleap's own, never replication). A superuser that
-// connects during the freeze still starts read-only; one that turns that off is the one
-// case left, and the final verification catches what it writes.
+// freeze: any session may set it off for itself. So the freeze also keeps other sessions
+// out, and ends the sessions already open (never pgleap's own, never replication). As a
+// superuser, pgleap sets the database's connection limit to 0, which refuses new sessions
+// of every role but superusers. Any other role would lock itself out that way, so it
+// revokes CONNECT on the database from PUBLIC and from every role it does not act as; a
+// role it acts as (an application connecting as pgleap's own role) still comes in, but
+// read-only. What is left, a session that turns read-only off, the final checks catch: the
+// apply held at the freeze must find no row change after it.
 
 // freezeUndo is what the freeze changes, as it was before: recorded on the target first,
 // so that a cutover that dies frozen can be undone.
@@ -25,17 +28,41 @@ type freezeUndo struct {
 	ConnectionLimit int    `json:"connection_limit"`
 	// ReadOnly is the database's own default_transaction_read_only setting before, "" for none.
 	ReadOnly string `json:"read_only,omitempty"`
+	// ByPrivilege is set when the freeze revokes CONNECT instead of setting the connection
+	// limit, from RevokedConnect, the roles that held it ("" for PUBLIC).
+	ByPrivilege    bool     `json:"by_privilege,omitempty"`
+	RevokedConnect []string `json:"revoked_connect,omitempty"`
 }
+
+// connectHoldersSQL lists the roles the database's owner granted CONNECT to, PUBLIC as "",
+// but for those pgleap's role has the privileges of: revoked from them, it could not connect.
+const connectHoldersSQL = `SELECT coalesce(r.rolname, '') FROM pg_catalog.pg_database d
+	CROSS JOIN LATERAL pg_catalog.aclexplode(coalesce(d.datacl, pg_catalog.acldefault('d', d.datdba))) a
+	LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+	WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT' AND a.grantor = d.datdba
+	  AND (a.grantee = 0 OR NOT pg_catalog.pg_has_role(current_user, a.grantee, 'USAGE'))
+	ORDER BY 1`
 
 // readFreezeUndo reads what the freeze will change.
 func readFreezeUndo(ctx context.Context, source *pgx.Conn) (freezeUndo, error) {
 	var u freezeUndo
+	var superuser bool
 	err := source.QueryRow(ctx, `SELECT d.datname, d.datconnlimit,
 		coalesce((SELECT split_part(s, '=', 2) FROM pg_catalog.pg_db_role_setting r, unnest(r.setconfig) s
-		          WHERE r.setdatabase = d.oid AND r.setrole = 0 AND s LIKE 'default\_transaction\_read\_only=%'), '')
-		FROM pg_catalog.pg_database d WHERE d.datname = current_database()`).Scan(&u.Database, &u.ConnectionLimit, &u.ReadOnly)
+		          WHERE r.setdatabase = d.oid AND r.setrole = 0 AND s LIKE 'default\_transaction\_read\_only=%'), ''),
+		(SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+		FROM pg_catalog.pg_database d WHERE d.datname = current_database()`).Scan(&u.Database, &u.ConnectionLimit, &u.ReadOnly, &superuser)
 	if err != nil {
 		return u, fmt.Errorf("read the source database's settings: %w", err)
+	}
+	if u.ByPrivilege = !superuser; u.ByPrivilege {
+		rows, err := source.Query(ctx, connectHoldersSQL)
+		if err == nil {
+			u.RevokedConnect, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+		if err != nil {
+			return u, fmt.Errorf("read who may connect to the source database: %w", err)
+		}
 	}
 	return u, nil
 }
@@ -49,14 +76,24 @@ const otherSessions = `FROM pg_catalog.pg_stat_activity WHERE datname = current_
 // gone.
 func freeze(ctx context.Context, source *pgx.Conn, u freezeUndo) error {
 	db := pg.QuoteIdent(u.Database)
+	keepOut, need := "ALTER DATABASE "+db+" CONNECTION LIMIT 0", "pgleap's role must be a superuser"
+	if u.ByPrivilege {
+		keepOut, need = "", "pgleap's role must own the database (or have its owner's privileges) and be a member of pg_signal_backend and pg_read_all_stats"
+		if len(u.RevokedConnect) > 0 {
+			keepOut = "REVOKE CONNECT ON DATABASE " + db + " FROM " + grantees(u.RevokedConnect)
+		}
+	}
 	for _, sql := range []string{
-		"ALTER DATABASE " + db + " CONNECTION LIMIT 0",
+		keepOut,
 		"ALTER DATABASE " + db + " SET default_transaction_read_only = on",
 		"SELECT pg_catalog.pg_terminate_backend(pid) " + otherSessions,
 	} {
+		if sql == "" {
+			continue
+		}
 		if _, err := source.Exec(ctx, sql); err != nil {
-			return fmt.Errorf("freeze writes on source database %s: %s: %w: pgleap's role must be a superuser",
-				db, strings.Join(strings.SplitN(sql, " ", 4)[:3], " "), err)
+			return fmt.Errorf("freeze writes on source database %s: %s: %w: %s",
+				db, strings.Join(strings.SplitN(sql, " ", 4)[:3], " "), err, need)
 		}
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; {
@@ -85,10 +122,32 @@ func unfreeze(ctx context.Context, source *pgx.Conn, u freezeUndo) error {
 	if u.ReadOnly != "" {
 		readOnly = "ALTER DATABASE " + db + " SET default_transaction_read_only = " + pg.QuoteLiteral(u.ReadOnly)
 	}
-	for _, sql := range []string{fmt.Sprintf("ALTER DATABASE %s CONNECTION LIMIT %d", db, u.ConnectionLimit), readOnly} {
+	letIn := fmt.Sprintf("ALTER DATABASE %s CONNECTION LIMIT %d", db, u.ConnectionLimit)
+	if u.ByPrivilege {
+		letIn = ""
+		if len(u.RevokedConnect) > 0 {
+			letIn = "GRANT CONNECT ON DATABASE " + db + " TO " + grantees(u.RevokedConnect)
+		}
+	}
+	for _, sql := range []string{letIn, readOnly} {
+		if sql == "" {
+			continue
+		}
 		if _, err := source.Exec(ctx, sql); err != nil {
 			return fmt.Errorf("unfreeze source database %s (%s): %w: run it by hand", db, sql, err)
 		}
 	}
 	return nil
+}
+
+// grantees is the list of roles for GRANT and REVOKE, "" standing for PUBLIC.
+func grantees(roles []string) string {
+	quoted := make([]string, len(roles))
+	for i, r := range roles {
+		quoted[i] = "PUBLIC"
+		if r != "" {
+			quoted[i] = pg.QuoteIdent(r)
+		}
+	}
+	return strings.Join(quoted, ", ")
 }

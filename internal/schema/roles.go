@@ -131,17 +131,30 @@ func roleOf(words []string) string {
 
 var superuserAttributes = []string{"SUPERUSER", "REPLICATION", "BYPASSRLS"}
 
+// withoutSuperuserAttributes drops from an ALTER ROLE the attributes a role that is not a
+// superuser may not set: SUPERUSER, REPLICATION and BYPASSRLS, and their NO forms too, which
+// PostgreSQL refuses as well (from 16 on, also NOCREATEDB without CREATEDB). The NO forms
+// are a new role's defaults anyway. It returns the positive ones dropped.
 func withoutSuperuserAttributes(stmt string) (string, []string) {
+	// pg_dumpall writes them after the last WITH: ALTER ROLE name WITH attribute ...
+	// (a password verifier holds no space); other ALTER ROLEs (SET ...) are left as written.
+	with := strings.LastIndex(stmt, " WITH ")
+	if with < 0 {
+		return stmt, nil
+	}
 	var dropped []string
-	fields := strings.Fields(stmt)
-	for i, f := range fields {
+	kept := []string{stmt[:with+len(" WITH")]}
+	for _, f := range strings.Fields(stmt[with:])[1:] {
 		bare := strings.TrimSuffix(f, ";")
-		if slices.Contains(superuserAttributes, bare) {
+		switch {
+		case slices.Contains(superuserAttributes, bare):
 			dropped = append(dropped, bare)
-			fields[i] = strings.Replace(f, bare, "NO"+bare, 1)
+		case bare == "NOCREATEDB" || strings.HasPrefix(bare, "NO") && slices.Contains(superuserAttributes, bare[2:]):
+		default:
+			kept = append(kept, bare)
 		}
 	}
-	return strings.Join(fields, " "), dropped
+	return strings.Join(kept, " ") + ";", dropped
 }
 
 func containsWord(words []string, word string) bool {

@@ -61,7 +61,8 @@ func TestPlanRoles(t *testing.T) {
 	script := strings.Join(plan.Statements, "\n")
 	for _, want := range []string{
 		`CREATE ROLE "App Owner";`,
-		"ALTER ROLE admin WITH NOSUPERUSER INHERIT CREATEROLE CREATEDB LOGIN NOREPLICATION NOBYPASSRLS;",
+		"ALTER ROLE admin WITH INHERIT CREATEROLE CREATEDB LOGIN;",
+		`ALTER ROLE "App Owner" WITH INHERIT NOCREATEROLE LOGIN;`,
 		"ALTER ROLE reader SET statement_timeout TO '5s';",
 		`COMMENT ON ROLE reader IS 'reads; it''s a "role"';`,
 		`GRANT reader TO "App Owner"`,
