@@ -320,7 +320,9 @@ func (s *Stage) restorePreData(ctx context.Context, res *Result) error {
 	if err := os.WriteFile(list, []byte(s.plan.restoreList(SectionPreData)), 0o600); err != nil {
 		return fmt.Errorf("write the pre-data list: %w", err)
 	}
-	args := []string{"--section=pre-data", "--use-list=" + list, "--file=-"}
+	// The list names the section's entries; --section=pre-data would also drop the grants
+	// on schema public, an entry without a parent from PostgreSQL 15 on.
+	args := []string{"--use-list=" + list, "--file=-"}
 	if !s.opts.KeepTablespaces {
 		args = append(args, "--no-tablespaces")
 	}

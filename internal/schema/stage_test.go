@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgleap/pgleap/internal/config"
 	"github.com/pgleap/pgleap/internal/pgtest"
+	"github.com/pgleap/pgleap/internal/pgtest/datatest"
 	"github.com/pgleap/pgleap/internal/state"
 	"github.com/pgleap/pgleap/internal/verify"
 )
@@ -250,5 +251,26 @@ func requireSchemasEqual(t *testing.T, source, target *pgx.Conn, selection confi
 	}
 	if report.Objects < 80 {
 		t.Errorf("only %d objects compared: the comparison is not looking at the fixture", report.Objects)
+	}
+}
+
+// TestPublicSchemaGrants: from PostgreSQL 15 on, schema public belongs to pg_database_owner
+// and pg_dump writes its grants as an entry without a parent of its own, which pg_restore
+// --section=pre-data leaves out.
+func TestPublicSchemaGrants(t *testing.T) {
+	sourceMajor := max(pgtest.SourceMajor(), 15)
+	if sourceMajor > pgtest.TargetMajor() {
+		t.Skipf("needs a source of PostgreSQL 15 or later, and the target is %d", pgtest.TargetMajor())
+	}
+	source, target := pgtest.Shared(t, sourceMajor), pgtest.Shared(t, pgtest.TargetMajor())
+	role := fmt.Sprintf("public_creator_%d", target.Port)
+	dropRolesOnTarget(t, target, role)
+	roles(t, source, role)
+	sourceDB, targetDB := source.CreateDatabase(t), target.CreateDatabase(t)
+	source.Exec(t, sourceDB, "GRANT CREATE ON SCHEMA public TO "+role+"; CREATE TABLE t (id int PRIMARY KEY)")
+	runStage(t, Options{Source: source.ConnString(sourceDB), Target: target.ConnString(targetDB)})
+	const acl = "SELECT nspacl::text FROM pg_catalog.pg_namespace WHERE nspname = 'public'"
+	if want, got := datatest.Scalar(t, source.ConnString(sourceDB), acl), datatest.Scalar(t, target.ConnString(targetDB), acl); got != want {
+		t.Errorf("schema public's grants on the target: %s, want %s", got, want)
 	}
 }
