@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,10 @@ func TestMigrateRefusesBadInput(t *testing.T) {
 	sourceDB := older.CreateDatabase(t)
 	older.Exec(t, sourceDB, "CREATE TABLE orders (id int PRIMARY KEY, total numeric)")
 	sourceConn := older.ConnString(sourceDB)
+	// Another tool's slot and publication on the source, which pgleap must not take over.
+	takenSlot, takenPublication := fmt.Sprintf("other_tool_%d", older.Port), "other_tool_publication"
+	older.Exec(t, sourceDB, "SELECT pg_create_logical_replication_slot('"+takenSlot+"', 'pgoutput'); CREATE PUBLICATION "+takenPublication+" FOR TABLE orders")
+	t.Cleanup(func() { older.Exec(t, sourceDB, "SELECT pg_drop_replication_slot('"+takenSlot+"')") })
 	emptyTarget := newer.CreateDatabase(t)
 	usedTarget := newer.CreateDatabase(t)
 	newer.Exec(t, usedTarget, "CREATE TABLE invoices (id int PRIMARY KEY)")
@@ -46,6 +51,10 @@ func TestMigrateRefusesBadInput(t *testing.T) {
 			want: []string{"matches none of the source's 1 tables", "archive.*", "fix --include"}},
 		{name: "a second migrate", source: sourceConn, target: newer.ConnString(emptyTarget), hold: newer.ConnString(emptyTarget),
 			want: []string{"another pgleap migrate is running against the target", "server process", "stop it first"}},
+		{name: "slot name in use", source: sourceConn, target: newer.ConnString(emptyTarget), args: []string{"--slot-name", takenSlot},
+			want: []string{"replication slot " + takenSlot + " already exists on the source (inactive, keeping", "choose another --slot-name", "pg_drop_replication_slot('" + takenSlot + "')"}},
+		{name: "publication name in use", source: sourceConn, target: newer.ConnString(emptyTarget), args: []string{"--publication-name", takenPublication},
+			want: []string{"publication " + takenPublication + " already exists on the source", "choose another --publication-name", `DROP PUBLICATION "` + takenPublication + `"`}},
 		{name: "invalid pgleap.yaml", args: []string{"--config", badConfig}, want: []string{"pgleap.yaml", "line 3", "bogus_key"}},
 	}
 	for _, tt := range tests {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -45,7 +46,9 @@ func TestLeastPrivileges(t *testing.T) {
 	if code, stdout, stderr := pgleap(t, nil, append([]string{"check"}, conns...)...); code != exitOK {
 		t.Errorf("check: exit %d\n%s%s", code, stdout, stderr)
 	}
-	migrate, out := startCLI(t, append([]string{"migrate"}, conns...)...)
+	// Named by the user, the slot and the publication are pgleap's as any it names itself.
+	slot := "lp_slot_" + sourceDB
+	migrate, out := startCLI(t, append([]string{"migrate", "--slot-name", slot, "--publication-name", "lp_publication"}, conns...)...)
 	exited := make(chan error, 1)
 	go func() { exited <- migrate.Wait() }()
 	for datatest.Scalar(t, source.ConnString(sourceDB), streamingSQL) != "1" {
@@ -73,7 +76,15 @@ func TestLeastPrivileges(t *testing.T) {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
 	datatest.RequireSameRows(t, source.ConnString(sourceDB), target.ConnString(targetDB), 2)
+	if code, _, stderr := pgleap(t, nil, append([]string{"migrate", "--slot-name", "another_slot"}, conns...)...); code != exitCannotRun ||
+		!strings.Contains(stderr, "streams from slot "+slot+", not another_slot") {
+		t.Errorf("migrate resumed with another slot name: exit %d, %s", code, stderr)
+	}
 	if code, stdout, stderr := pgleap(t, nil, append([]string{"cleanup"}, conns...)...); code != exitOK {
 		t.Errorf("cleanup: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if left := datatest.Scalar(t, source.ConnString(sourceDB), "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '"+slot+
+		"'") + datatest.Scalar(t, source.ConnString(sourceDB), "SELECT count(*) FROM pg_publication WHERE pubname = 'lp_publication'"); left != "00" {
+		t.Errorf("cleanup left the named slot or publication (%s)", left)
 	}
 }

@@ -69,6 +69,11 @@ streaming from the last change the target committed.`,
 			if err := watch.parse(); err != nil {
 				return err
 			}
+			for flag, name := range map[string]string{"--slot-name": copyOpts.SlotName, "--publication-name": copyOpts.PublicationName} {
+				if name != "" && !pg.ValidReplicationName(name) {
+					return &usageError{fmt.Errorf("%s %q: use lower-case letters, digits and underscores, at most 63", flag, name)}
+				}
+			}
 			// 0, the default: one per CPU of this machine (the reference pages stay the same
 			// wherever they are generated).
 			if copyOpts.Jobs <= 0 {
@@ -103,7 +108,8 @@ streaming from the last change the target committed.`,
 			}
 			defer release()
 			if !reverse {
-				if err := c.refuseMigrate(ctx, opts.Source, opts.Target, opts.Tables); err != nil {
+				names := assess.StreamNames{Slot: copyOpts.SlotName, Publication: copyOpts.PublicationName}
+				if err := c.refuseMigrate(ctx, opts.Source, opts.Target, opts.Tables, names); err != nil {
 					return err
 				}
 			}
@@ -198,6 +204,8 @@ streaming from the last change the target committed.`,
 	cmd.MarkFlagsMutuallyExclusive("schema-only", "no-follow")
 	flags.BoolVar(&noTargetGuard, "no-target-guard", false, "leave the target database writable for other sessions while changes stream (default: read-only for all but pgleap, so nothing forks it)")
 	flags.IntVar(&copyOpts.Jobs, "jobs", 0, "tables or chunks copied at once (0: one per CPU)")
+	flags.StringVar(&copyOpts.SlotName, "slot-name", "", "name of the replication slot to create on the source (default: pgleap_ and a random suffix); refused if it exists")
+	flags.StringVar(&copyOpts.PublicationName, "publication-name", "", "name of the publication to create on the source (default: the slot's pgleap_ name); refused if it exists")
 	flags.StringVar(&splitLargerThan, "split-larger-than", "1GB", "copy tables larger than this in parallel ranges (0: never)")
 	flags.StringVar(&c.flags.MaxCopyRate, "max-copy-rate", "", "cap on bytes per second read from the source across all workers, such as 50MB (0: no cap; pgleap.yaml: max_copy_rate)")
 	flags.StringVar(&copyOpts.Format, "copy-format", copyOpts.Format, "COPY format: auto (binary where exact between the majors, else text), binary or text")
@@ -226,13 +234,13 @@ func (c *cli) lockMigration(ctx context.Context, source, target string, reverse 
 
 // refuseMigrate reads both sides, changing nothing, and refuses a pair or a selection that
 // would do damage or fail halfway (assess.RefuseMigrate).
-func (c *cli) refuseMigrate(ctx context.Context, source, target string, tables config.TableFilter) error {
+func (c *cli) refuseMigrate(ctx context.Context, source, target string, tables config.TableFilter, names assess.StreamNames) error {
 	sourceConn, targetConn, closeBoth, err := c.connectReadOnlyBoth(ctx, source, target)
 	if err != nil {
 		return err
 	}
 	defer closeBoth()
-	return assess.RefuseMigrate(ctx, sourceConn, targetConn, tables)
+	return assess.RefuseMigrate(ctx, sourceConn, targetConn, tables, names)
 }
 
 // watchOptions configure how a running migrate is watched: its status page and its alerts.

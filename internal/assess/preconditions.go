@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgleap/pgleap/internal/catalog"
 	"github.com/pgleap/pgleap/internal/config"
+	"github.com/pgleap/pgleap/internal/monitor"
 	"github.com/pgleap/pgleap/internal/pg"
 )
 
@@ -20,10 +21,10 @@ var ErrRefused = errors.New("pgleap migrate refuses to start")
 
 // RefuseMigrate checks, reading only, what would make pgleap migrate do damage or fail
 // halfway through: --source and --target naming the same database, a target older than the
-// source, a target database that holds relations but no pgleap migration, and a table
-// selection that selects nothing. pgleap check reports the same as findings; migrate, which
-// may run unattended, refuses.
-func RefuseMigrate(ctx context.Context, source, target *pgx.Conn, tables config.TableFilter) error {
+// source, a target database that holds relations but no pgleap migration, a table
+// selection that selects nothing, and a slot or publication name already in use. pgleap
+// check reports the same as findings; migrate, which may run unattended, refuses.
+func RefuseMigrate(ctx context.Context, source, target *pgx.Conn, tables config.TableFilter, names StreamNames) error {
 	sourceID, err := readIdentity(ctx, source)
 	if err != nil {
 		return fmt.Errorf("read the source's identity: %w", err)
@@ -51,6 +52,9 @@ func RefuseMigrate(ctx context.Context, source, target *pgx.Conn, tables config.
 		if f.Severity == Blocker {
 			return fmt.Errorf("%w: %s: %s", ErrRefused, strings.TrimSuffix(f.Why, "."), f.Fix)
 		}
+	}
+	if err := refuseStreamNames(ctx, source, target, contents.HasState, names); err != nil {
+		return err
 	}
 	all, err := catalog.Tables(ctx, source)
 	if err != nil {
@@ -97,4 +101,76 @@ func readIdentity(ctx context.Context, conn *pgx.Conn) (identity, error) {
 func (a identity) sameDatabase(b identity) bool {
 	sameCluster := a.system == b.system && a.started.Equal(b.started) && a.port == b.port
 	return sameCluster && a.oid == b.oid
+}
+
+// StreamNames are the slot and publication names the user chose; "" leaves the choice to
+// pgleap, which picks a pgleap_ name of its own.
+type StreamNames struct {
+	Slot, Publication string
+}
+
+// refuseStreamNames refuses names that differ from those the target's migration already
+// streams from, and, for a migration that has none yet, names already taken on the source:
+// pgleap would take over another tool's slot or publish another's tables.
+func refuseStreamNames(ctx context.Context, source, target *pgx.Conn, hasState bool, names StreamNames) error {
+	if names == (StreamNames{}) {
+		return nil
+	}
+	if hasState {
+		var recorded StreamNames
+		err := target.QueryRow(ctx, "SELECT to_regclass('pgleap.replication') IS NOT NULL").Scan(&hasState)
+		if err == nil && hasState {
+			err = target.QueryRow(ctx, "SELECT slot_name, publication_name FROM pgleap.replication").Scan(&recorded.Slot, &recorded.Publication)
+		} else if err == nil {
+			err = pgx.ErrNoRows
+		}
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+		case err != nil:
+			return fmt.Errorf("read the slot the target's migration streams from: %w", err)
+		default:
+			for _, n := range []struct{ kind, flag, chosen, recorded string }{
+				{"slot", "--slot-name", names.Slot, recorded.Slot},
+				{"publication", "--publication-name", names.Publication, recorded.Publication},
+			} {
+				if n.chosen != "" && n.chosen != n.recorded {
+					return fmt.Errorf("%w: the target's migration streams from %s %s, not %s: pass %s %s, or leave it out",
+						ErrRefused, n.kind, n.recorded, n.chosen, n.flag, n.recorded)
+				}
+			}
+			return nil
+		}
+	}
+	if names.Slot != "" {
+		var active bool
+		var kept *int64
+		err := source.QueryRow(ctx, `SELECT active, pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), restart_lsn)::bigint
+			FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, names.Slot).Scan(&active, &kept)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+		case err != nil:
+			return fmt.Errorf("look for replication slot %s on the source: %w", names.Slot, err)
+		default:
+			state := "inactive"
+			if active {
+				state = "in use"
+			}
+			if kept != nil {
+				state += ", keeping " + monitor.HumanBytes(*kept) + " of WAL"
+			}
+			return fmt.Errorf("%w: replication slot %s already exists on the source (%s): choose another --slot-name, or, if nothing uses it, drop it: SELECT pg_drop_replication_slot(%s);",
+				ErrRefused, names.Slot, state, pg.QuoteLiteral(names.Slot))
+		}
+	}
+	if names.Publication != "" {
+		var exists bool
+		if err := source.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = $1)", names.Publication).Scan(&exists); err != nil {
+			return fmt.Errorf("look for publication %s on the source: %w", names.Publication, err)
+		}
+		if exists {
+			return fmt.Errorf("%w: publication %s already exists on the source: choose another --publication-name, or, if nothing uses it, drop it: DROP PUBLICATION %s;",
+				ErrRefused, names.Publication, pg.QuoteIdent(names.Publication))
+		}
+	}
+	return nil
 }

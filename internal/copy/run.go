@@ -31,13 +31,15 @@ type Options struct {
 	// Follow keeps a publication and a permanent slot on the source, created before the
 	// copy, so that the changes made during and after it can be streamed; without it the
 	// copy reads at a temporary slot's snapshot and leaves nothing on the source (a cold copy).
-	Follow          bool
-	Jobs            int
-	SplitLargerThan int64  // bytes; 0 never splits
-	MaxRate         int64  // bytes per second across all workers; 0 is unlimited
-	Format          string // auto, binary or text
-	Logger          *slog.Logger
-	Progress        Progress
+	Follow bool
+	// SlotName and PublicationName name what Follow creates; "" for a pgleap_ name of its own.
+	SlotName, PublicationName string
+	Jobs                      int
+	SplitLargerThan           int64  // bytes; 0 never splits
+	MaxRate                   int64  // bytes per second across all workers; 0 is unlimited
+	Format                    string // auto, binary or text
+	Logger                    *slog.Logger
+	Progress                  Progress
 	// TableCopied is called once all of a table's rows are on the target, so its indexes
 	// can be built while other tables still copy. It may be called from several goroutines.
 	TableCopied func(schema, table string)

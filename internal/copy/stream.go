@@ -1,6 +1,7 @@
 package copy
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -42,7 +43,8 @@ func prepareStream(ctx context.Context, opts Options, source, target *pgx.Conn, 
 			return r, nil, err
 		}
 		name := "pgleap_" + hex.EncodeToString(suffix)
-		if r, err = state.PlanReplication(ctx, target, name, name); err != nil {
+		slot, publication := cmp.Or(opts.SlotName, name), cmp.Or(opts.PublicationName, name)
+		if r, err = state.PlanReplication(ctx, target, slot, publication); err != nil {
 			return r, nil, err
 		}
 	}
