@@ -98,6 +98,21 @@ func TestTLSAndPasswords(t *testing.T) {
 	if code != exitCannotRun || !strings.Contains(stderr, "holds no pgleap migration") {
 		t.Errorf("the right password from PGPASSWORD: exit %d, %s", code, stderr)
 	}
+	// From a password file, named by passfile= or PGPASSFILE, as libpq reads ~/.pgpass.
+	os.Unsetenv("PGPASSWORD")
+	passfile := filepath.Join(t.TempDir(), "pgpass")
+	if err := os.WriteFile(passfile, fmt.Appendf(nil, "127.0.0.1:%d:shop:pwuser:right-pw-1\n", source.Port), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = pgleap(t, nil, "status", "--target", pwConn+" passfile="+passfile)
+	if code != exitCannotRun || !strings.Contains(stderr, "holds no pgleap migration") {
+		t.Errorf("the password from passfile=: exit %d, %s", code, stderr)
+	}
+	t.Setenv("PGPASSFILE", passfile)
+	code, _, stderr = pgleap(t, nil, "status", "--target", pwConn)
+	if code != exitCannotRun || !strings.Contains(stderr, "holds no pgleap migration") {
+		t.Errorf("the password from PGPASSFILE: exit %d, %s", code, stderr)
+	}
 }
 
 // testPKI is a self-signed CA with a server certificate for 127.0.0.1 and a client
