@@ -8,6 +8,7 @@ import (
 
 	"github.com/pgleap/pgleap/internal/cdc"
 	datacopy "github.com/pgleap/pgleap/internal/copy"
+	"github.com/pgleap/pgleap/internal/ddl"
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/state"
 )
@@ -26,7 +27,7 @@ func newCleanupCommand(c *cli) *cobra.Command {
 		Short: "Destructive: drop the migration's replication slot, publication and pgleap state",
 		Long: `Destructive: cleanup ends a migration's footprint. On the source it drops the replication
 slot and the publication the migration streams from (so the source stops keeping WAL for
-it); on the target it lifts the read-only guard and drops the pgleap schema, where the
+it) and the capture of schema changes that --ddl installed; on the target it lifts the read-only guard and drops the pgleap schema, where the
 migration's progress is recorded. After a cutover that kept the way back, it also drops
 that: the slot and publication on the target, the pgleap schema on the source. It does not
 unfreeze a side a cutover or rollback froze: that is ALTER DATABASE ... CONNECTION LIMIT and
@@ -67,6 +68,11 @@ migration, which needs an empty target database.`,
 				if streams {
 					if res.Source, err = datacopy.DropStream(ctx, source, r); err != nil {
 						return err
+					}
+					if removed, err := ddl.Uninstall(ctx, source); err != nil {
+						return err
+					} else if removed {
+						res.Source = append(res.Source, "the capture of schema changes (event triggers pgleap_ddl_command_end and pgleap_ddl_sql_drop, schema pgleap_ddl)")
 					}
 					if err := cdc.SetTargetGuard(ctx, target, false); err != nil {
 						return err

@@ -18,6 +18,7 @@ import (
 	"github.com/pgleap/pgleap/internal/cdc"
 	"github.com/pgleap/pgleap/internal/config"
 	datacopy "github.com/pgleap/pgleap/internal/copy"
+	"github.com/pgleap/pgleap/internal/ddl"
 	"github.com/pgleap/pgleap/internal/monitor"
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/schema"
@@ -30,6 +31,7 @@ func newMigrateCommand(c *cli) *cobra.Command {
 	var opts schema.Options
 	copyOpts := datacopy.Options{Format: "auto"}
 	var schemaOnly, noFollow, noTargetGuard bool
+	var skipDDL []int64
 	var splitLargerThan string
 	var watch watchOptions
 	cmd := &cobra.Command{
@@ -113,6 +115,11 @@ streaming from the last change the target committed.`,
 					return err
 				}
 			}
+			if resolved.DDL && !reverse {
+				if err := installDDLCapture(ctx, opts.Source); err != nil {
+					return err
+				}
+			}
 			tracker, stopTracking, err := c.track(ctx, watch, opts.Source, opts.Target)
 			if err != nil {
 				return err
@@ -155,7 +162,7 @@ streaming from the last change the target committed.`,
 					}
 					fmt.Fprintf(c.stdout, "streaming changes from slot %s: Ctrl-C stops, pgleap migrate resumes\n", result.Copy.Slot)
 				}
-				stats, err := cdc.Stream(ctx, cdc.Options{Source: opts.Source, Target: opts.Target, Logger: c.logger})
+				stats, err := cdc.Stream(ctx, cdc.Options{Source: opts.Source, Target: opts.Target, Logger: c.logger, SkipDDL: skipDDL})
 				if errors.Is(err, cdc.ErrCutOver) {
 					fmt.Fprintln(c.stdout, "the target took over from the source (pgleap cutover): nothing streams from the source any more")
 					reverse, err := afterCutover(ctx, opts.Source, opts.Target)
@@ -204,6 +211,8 @@ streaming from the last change the target committed.`,
 	cmd.MarkFlagsMutuallyExclusive("schema-only", "no-follow")
 	flags.BoolVar(&noTargetGuard, "no-target-guard", false, "leave the target database writable for other sessions while changes stream (default: read-only for all but pgleap, so nothing forks it)")
 	flags.IntVar(&copyOpts.Jobs, "jobs", 0, "tables or chunks copied at once (0: one per CPU)")
+	flags.BoolVar(&c.flags.DDL, "ddl", false, "carry schema changes made on the source during the migration: an event trigger records them, the apply runs each on the target at its place among the row changes (needs a superuser or rds_superuser on the source; pgleap.yaml: ddl: true)")
+	flags.Int64SliceVar(&skipDDL, "skip-ddl", nil, "captured schema changes (by the id the error names) not to run on the target, once their equivalent was run there by hand")
 	flags.StringVar(&copyOpts.SlotName, "slot-name", "", "name of the replication slot to create on the source (default: pgleap_ and a random suffix); refused if it exists")
 	flags.StringVar(&copyOpts.PublicationName, "publication-name", "", "name of the publication to create on the source (default: the slot's pgleap_ name); refused if it exists")
 	flags.StringVar(&splitLargerThan, "split-larger-than", "1GB", "copy tables larger than this in parallel ranges (0: never)")
@@ -216,6 +225,17 @@ streaming from the last change the target committed.`,
 	watch.addFlags(flags)
 	c.addTableFlags(cmd)
 	return cmd
+}
+
+// installDDLCapture puts the capture of schema changes on the source (again: the same
+// command resumes).
+func installDDLCapture(ctx context.Context, source string) error {
+	conn, err := pg.Connect(ctx, pg.Source, source)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	return ddl.Install(ctx, conn)
 }
 
 // lockMigration makes this the only pgleap migrate writing to the side it applies to (the

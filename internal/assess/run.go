@@ -45,6 +45,7 @@ var checks = []check{
 	{"source identifiers", checkCaseCollisions},
 	{"source sessions", checkSessions},
 	{"leftover slots", checkLeftoverSlots},
+	{"schema change capture", checkDDLCapture},
 	{"replica identity", checkReplicaIdentity},
 	{"table kinds", checkTableKinds},
 	{"column types", checkColumnTypes},

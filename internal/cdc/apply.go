@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgleap/pgleap/internal/config"
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/state"
 )
@@ -85,12 +87,22 @@ type applier struct {
 	// orderedUntil: source transactions committed up to here are applied change by change,
 	// after their net changes met a unique constraint.
 	orderedUntil pglogrepl.LSN
-	Stats        ApplyStats
+	// Captured schema changes (ddl.go): those to skip, the migration's selection, and for
+	// the current source transaction the statement each query text is at, and how many
+	// changes it has brought so far.
+	skipDDL    map[int64]bool
+	selection  config.TableFilter
+	ddlNext    map[string]int
+	curChanges int
+	logger     *slog.Logger
+	Stats      ApplyStats
 }
 
 // ApplyStats count what the applier did.
 type ApplyStats struct {
 	Transactions, Changes, Skipped, Groups int64
+	// DDL counts the captured schema changes run (or skipped) on the target.
+	DDL int64
 	// TargetTime is the time the target spent executing and committing, most of it while
 	// the next group was being read.
 	TargetTime time.Duration
@@ -134,7 +146,8 @@ func (p pendingStatement) String() string {
 
 func newApplier(conn *pgx.Conn, skip map[string]pglogrepl.LSN, applied, orderedUntil pglogrepl.LSN) *applier {
 	return &applier{conn: conn, skip: skip, tables: map[string]*targetTable{}, stmts: map[string]string{}, applied: applied, recorded: applied,
-		handedEnd: applied, lastCommitLSN: applied, net: map[string]*netTable{}, orderedUntil: orderedUntil}
+		handedEnd: applied, lastCommitLSN: applied, net: map[string]*netTable{}, orderedUntil: orderedUntil,
+		skipDDL: map[int64]bool{}, ddlNext: map[string]int{}, logger: slog.New(slog.DiscardHandler)}
 }
 
 // checkRelation compares a relation pgoutput describes with the target's table.
@@ -218,6 +231,8 @@ func (a *applier) begin(b Begin) error {
 		a.group = groupStats{open: true, started: a.now}
 	}
 	a.cur = &b
+	a.curChanges = 0
+	clear(a.ddlNext)
 	return nil
 }
 
@@ -250,6 +265,7 @@ func (a *applier) apply(ctx context.Context, c *Change) error {
 	if a.cur == nil {
 		return fmt.Errorf("%s outside a transaction: the stream is out of order", c.Kind)
 	}
+	a.curChanges++
 	if c.Kind == Truncate {
 		return a.truncate(ctx, c)
 	}

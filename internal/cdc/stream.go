@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -16,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgleap/pgleap/internal/catalog"
+	"github.com/pgleap/pgleap/internal/config"
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/state"
 )
@@ -30,6 +32,9 @@ type Options struct {
 	StatusInterval time.Duration
 	// MaxRetryDelay is the longest wait between reconnections after a lost connection.
 	MaxRetryDelay time.Duration
+	// SkipDDL are captured schema changes (by id) not to run on the target: the user ran
+	// their equivalent (pgleap migrate --skip-ddl).
+	SkipDDL []int64
 }
 
 // ErrCutOver is returned once pgleap cutover has handed the writes to the target: nothing
@@ -183,6 +188,15 @@ func (s *session) stream(ctx context.Context) error {
 		return err
 	}
 	s.applier = newApplier(s.target, skip, progress.AppliedLSN, s.orderedUntil)
+	s.applier.logger = s.opts.Logger
+	for _, id := range s.opts.SkipDDL {
+		s.applier.skipDDL[id] = true
+	}
+	if m, ok, err := state.LoadMigration(ctx, s.target); err != nil {
+		return err
+	} else if ok {
+		s.applier.selection = config.TableFilter{Include: m.Include, Exclude: m.Exclude}
+	}
 	s.decoder = NewDecoder()
 	version, err := pg.ServerVersion(ctx, s.source)
 	if err != nil {
@@ -481,6 +495,9 @@ func (s *session) applyMessage(ctx context.Context, walData []byte) error {
 	switch m := msg.(type) {
 	case *Relation:
 		s.applier.forget(m)
+		if isDDLLog(m) || !selects(s.applier.selection, m) {
+			return nil // the log is read, not written; a table created since that the migration does not select is left
+		}
 		types, err := sourceTypes(ctx, s.source, m)
 		if err != nil {
 			return err
@@ -495,6 +512,17 @@ func (s *session) applyMessage(ctx context.Context, walData []byte) error {
 		}
 		return s.applier.begin(m)
 	case Change:
+		if m.Kind == Truncate {
+			m.Truncated = slices.DeleteFunc(m.Truncated, func(rel *Relation) bool { return isDDLLog(rel) || !selects(s.applier.selection, rel) })
+			if len(m.Truncated) == 0 {
+				return nil
+			}
+		} else if isDDLLog(m.Rel) {
+			return s.applier.applyDDL(ctx, &m)
+		} else if !selects(s.applier.selection, m.Rel) {
+			s.applier.Stats.Skipped++
+			return nil
+		}
 		return s.applier.apply(ctx, &m)
 	case Commit:
 		if err := s.applier.commit(ctx, m); err != nil {

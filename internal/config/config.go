@@ -17,6 +17,8 @@ type Config struct {
 	Tables TableFilter `yaml:",inline"`
 	// MaxCopyRate caps the bytes per second the copy reads from the source (512MB, 1GB...).
 	MaxCopyRate string `yaml:"max_copy_rate"`
+	// DDL carries the schema changes made on the source during the migration (--ddl).
+	DDL bool `yaml:"ddl"`
 }
 
 // Environment variables that stand in for --source and --target.
@@ -65,6 +67,7 @@ func Resolve(flags, file Config, getenv func(string) string) Config {
 		Target:      firstSet(flags.Target, getenv(TargetEnv), file.Target),
 		Tables:      tables,
 		MaxCopyRate: firstSet(flags.MaxCopyRate, file.MaxCopyRate),
+		DDL:         flags.DDL || file.DDL,
 	}
 }
 

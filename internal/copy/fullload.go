@@ -93,9 +93,9 @@ func restoreAutovacuum(ctx context.Context, opts Options, tables [][2]string) er
 			SELECT (SELECT option_value FROM pg_catalog.pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_enabled'),
 			       (SELECT option_value FROM pg_catalog.pg_options_to_table(tc.reloptions) WHERE option_name = 'autovacuum_enabled')
 			FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_class tc ON tc.oid = c.reltoastrelid
-			WHERE c.oid = $1::regclass AND c.relkind = 'r'`, name).Scan(&table, &toast)
+			WHERE c.oid = to_regclass($1) AND c.relkind = 'r'`, name).Scan(&table, &toast)
 		if err == pgx.ErrNoRows {
-			continue // a partitioned parent: no storage, no autovacuum
+			continue // a partitioned parent (no storage, no autovacuum), or a table renamed or dropped since (migrate --ddl)
 		}
 		if err != nil {
 			return fmt.Errorf("read autovacuum setting of %s on the source: %w", name, err)
@@ -104,9 +104,9 @@ func restoreAutovacuum(ctx context.Context, opts Options, tables [][2]string) er
 			option string
 			value  *string
 		}{{"autovacuum_enabled", table}, {"toast.autovacuum_enabled", toast}} {
-			sql := fmt.Sprintf("ALTER TABLE %s RESET (%s)", name, setting.option)
+			sql := fmt.Sprintf("ALTER TABLE IF EXISTS %s RESET (%s)", name, setting.option)
 			if setting.value != nil {
-				sql = fmt.Sprintf("ALTER TABLE %s SET (%s = %s)", name, setting.option, pg.QuoteLiteral(*setting.value))
+				sql = fmt.Sprintf("ALTER TABLE IF EXISTS %s SET (%s = %s)", name, setting.option, pg.QuoteLiteral(*setting.value))
 			}
 			if _, err := target.Exec(ctx, sql); err != nil {
 				return fmt.Errorf("set autovacuum back on %s: %w", name, err)

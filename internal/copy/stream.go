@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgleap/pgleap/internal/catalog"
+	"github.com/pgleap/pgleap/internal/ddl"
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/state"
 )
@@ -50,6 +51,14 @@ func prepareStream(ctx context.Context, opts Options, source, target *pgx.Conn, 
 	}
 	if err := EnsurePublication(ctx, source, r.Publication, sourceMajor, selected); err != nil {
 		return r, nil, err
+	}
+	// Captured schema changes stream with the rows (pgleap migrate --ddl).
+	if installed, err := ddl.Installed(ctx, source); err != nil {
+		return r, nil, err
+	} else if installed {
+		if err := ddl.Publish(ctx, source, r.Publication); err != nil {
+			return r, nil, err
+		}
 	}
 	if r.StartLSN != 0 {
 		return r, nil, pg.CheckSlot(ctx, source, r.Slot)

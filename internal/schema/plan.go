@@ -53,6 +53,8 @@ func NewPlan(a *Archive, filter config.TableFilter) *Plan {
 			p.excluded[e.DumpID] = true
 		case isTable(e) && !filter.Selects(e.Namespace, e.Tag):
 			p.excluded[e.DumpID] = true
+		case e.Desc == "EVENT TRIGGER" && strings.HasPrefix(e.Tag, "pgleap_ddl_"): // pgleap migrate --ddl's, on the source
+			p.excluded[e.DumpID] = true
 		}
 	}
 	// A sequence owned by an excluded table's column goes with that table.

@@ -166,8 +166,9 @@ func (s *Stage) dump(ctx context.Context) ([]byte, error) {
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "schema.dump")
 	start := time.Now()
+	// pgleap migrate --ddl's capture stays on the source.
 	if _, err := s.runTool(ctx, s.tools.PgDump, s.opts.Source, "--format=custom", "--schema-only",
-		"--no-subscriptions", "--file="+path); err != nil {
+		"--no-subscriptions", "--exclude-schema=pgleap_ddl", "--file="+path); err != nil {
 		return nil, err
 	}
 	raw, err := os.ReadFile(path)

@@ -136,3 +136,24 @@ func RecordTargetGuard(ctx context.Context, tx pgx.Tx, on bool) error {
 	}
 	return nil
 }
+
+// RecordDDL records a captured schema change as run on the target, or skipped (skipped
+// says why), in the target transaction that runs it.
+func RecordDDL(ctx context.Context, tx pgx.Tx, id int64, tag, statement, skipped string) error {
+	_, err := tx.Exec(ctx, "INSERT INTO pgleap.ddl (id, tag, statement, skipped) VALUES ($1, $2, $3, nullif($4, ''))", id, tag, statement, skipped)
+	if err != nil {
+		return fmt.Errorf("record schema change %d in pgleap state: %w", id, err)
+	}
+	return nil
+}
+
+// DDLDone reports whether a captured schema change was run on the target, or skipped.
+func DDLDone(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, id int64) (bool, error) {
+	var done bool
+	if err := q.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pgleap.ddl WHERE id = $1)", id).Scan(&done); err != nil {
+		return false, fmt.Errorf("read schema change %d from pgleap state: %w", id, err)
+	}
+	return done, nil
+}

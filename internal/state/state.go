@@ -16,7 +16,7 @@ import (
 var schemaFiles embed.FS
 
 // Version is the state schema version this binary writes.
-const Version = 5
+const Version = 6
 
 // ErrNewerState is returned for a target whose state schema a newer pgleap wrote.
 var ErrNewerState = errors.New("the target's pgleap state is newer than this pgleap")

@@ -49,7 +49,7 @@ func compareLargeObjects(ctx context.Context, w *worker, maxKeys int) (*TableRes
 }
 
 const sequencesSQL = `SELECT schemaname, format('%I.%I', schemaname, sequencename), coalesce(last_value::text, 'not called yet')
-	FROM pg_catalog.pg_sequences WHERE schemaname <> 'pgleap'`
+	FROM pg_catalog.pg_sequences WHERE schemaname NOT IN ('pgleap', 'pgleap_ddl')`
 
 // compareSequences compares the values of the selected schemas' sequences. While changes
 // stream they differ: cutover copies them.

@@ -27,7 +27,7 @@ type schemaObject struct {
 const userObjectsSQL = `
 WITH user_ns AS (
   SELECT oid, nspname FROM pg_catalog.pg_namespace
-  WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pgleap')
+  WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pgleap', 'pgleap_ddl')
     AND nspname NOT LIKE 'pg\_toast%' AND nspname NOT LIKE 'pg\_temp\_%'
 ),
 ext AS (SELECT classid, objid FROM pg_catalog.pg_depend WHERE deptype = 'e'),

@@ -1,0 +1,237 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgleap/pgleap/internal/config"
+	"github.com/pgleap/pgleap/internal/ddl"
+	"github.com/pgleap/pgleap/internal/pg"
+	"github.com/pgleap/pgleap/internal/state"
+)
+
+// DDLError is a captured schema change the apply cannot run on the target.
+type DDLError struct {
+	Command   ddl.Command
+	Statement string // "" when the query text shows none
+	Err       error
+}
+
+func (e *DDLError) Error() string {
+	c := e.Command
+	if e.Statement == "" {
+		return fmt.Sprintf("schema change %d (%s by %s) ran inside a function or a DO block, whose statements pgleap cannot see (the client sent: %s): "+
+			"run its equivalent on the target, then pgleap migrate --skip-ddl %d", c.ID, c.Tag, pg.QuoteIdent(c.Role), abbreviate(c.Query), c.ID)
+	}
+	return fmt.Sprintf("schema change %d (%s by %s) failed on the target: %s: %v: "+
+		"fix the target so that it can run and run pgleap migrate again, or run its equivalent on the target and pass --skip-ddl %d",
+		c.ID, c.Tag, pg.QuoteIdent(c.Role), abbreviate(e.Statement), e.Err, c.ID)
+}
+
+func (e *DDLError) Unwrap() error { return e.Err }
+
+func abbreviate(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 300 {
+		return s[:300] + "…"
+	}
+	return s
+}
+
+// isDDLLog reports whether a relation is the source's log of schema changes.
+func isDDLLog(rel *Relation) bool { return rel.Schema == ddl.Schema && rel.Name == ddl.Table }
+
+// applyDDL runs a captured schema change on the target at its place in the stream: after
+// every change before it, before any after it, in the same target transaction, and records
+// it there so that a replayed stream does not run it twice.
+func (a *applier) applyDDL(ctx context.Context, c *Change) error {
+	if c.Kind != Insert {
+		return nil // the log is only ever appended to; pgleap cleanup's removal is not a change to carry
+	}
+	names := make([]string, len(c.Rel.Columns))
+	values := make([][]byte, len(c.Rel.Columns))
+	for i, col := range c.Rel.Columns {
+		names[i], values[i] = col.Name, c.New[i].Data
+	}
+	cmd, err := ddl.CommandFromRow(names, values)
+	if err != nil {
+		return err
+	}
+	if err := a.flushAllNet(ctx); err != nil {
+		return err
+	}
+	if err := a.flushBatch(ctx); err != nil {
+		return err
+	}
+	tx, err := a.txn(ctx)
+	if err != nil {
+		return err
+	}
+	if done, err := state.DDLDone(ctx, tx, cmd.ID); err != nil || done {
+		return err
+	}
+	statements := ddl.Split(cmd.Query)
+	stmt, next, found := ddl.Statement(statements, cmd.Tag, a.ddlNext[cmd.Query])
+	skipped := ""
+	switch {
+	case a.skipDDL[cmd.ID]:
+		skipped = "pgleap migrate --skip-ddl"
+	case !a.ddlSelected(cmd):
+		skipped = "it touches nothing the migration selects"
+	case !found:
+		return &DDLError{Command: cmd}
+	}
+	if found {
+		a.ddlNext[cmd.Query] = next
+	}
+	if skipped == "" {
+		if ddl.Concurrent(stmt) {
+			err = a.runConcurrentDDL(ctx, cmd, stmt)
+		} else {
+			err = a.runDDL(ctx, tx, cmd, stmt)
+		}
+		if err != nil {
+			return &DDLError{Command: cmd, Statement: stmt, Err: err}
+		}
+		if tx, err = a.txn(ctx); err != nil {
+			return err
+		}
+	}
+	if err := state.RecordDDL(ctx, tx, cmd.ID, cmd.Tag, stmt, skipped); err != nil {
+		return err
+	}
+	// What the applier knows of the target's tables may be out of date now.
+	clear(a.tables)
+	a.group.changes++
+	a.curChanges++
+	a.Stats.DDL++
+	if skipped != "" {
+		a.logger.Info("skipped a schema change captured on the source", "id", cmd.ID, "tag", cmd.Tag, "why", skipped)
+	} else {
+		a.logger.Info("ran a schema change captured on the source", "id", cmd.ID, "tag", cmd.Tag, "statement", abbreviate(stmt))
+	}
+	return nil
+}
+
+// ddlSelected reports whether a change touches anything the migration selects: an object
+// in a schema it does not exclude, and, for a table, one it selects.
+func (a *applier) ddlSelected(cmd ddl.Command) bool {
+	if a.selection.Include == nil && a.selection.Exclude == nil {
+		return true
+	}
+	for _, o := range cmd.Objects {
+		kind, schema, name := ddl.ParseObject(o)
+		switch {
+		case schema == "":
+			return true // not in a schema, or one it cannot tell: run it
+		case a.selection.ExcludesSchema(schema):
+		case (kind == "table" || kind == "foreign table") && !a.selection.Selects(schema, name):
+		default:
+			return true
+		}
+	}
+	return false
+}
+
+// runDDL runs a change in the group's target transaction, as the role that ran it on the
+// source where the target has that role and pgleap may act as it, with its search_path.
+func (a *applier) runDDL(ctx context.Context, tx pgx.Tx, cmd ddl.Command, stmt string) error {
+	role, err := a.ddlRole(ctx, cmd.Role)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config('search_path', $1, true), pg_catalog.set_config('role', $2, true)", cmd.SearchPath, role); err != nil {
+		return err
+	}
+	// The simple protocol: a change is sent as the client sent it, never prepared.
+	if _, err := a.conn.PgConn().Exec(ctx, stmt).ReadAll(); err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, "SELECT pg_catalog.set_config('search_path', '', true), pg_catalog.set_config('role', 'none', true)")
+	return err
+}
+
+// runConcurrentDDL runs a change that cannot run in a transaction block (CREATE INDEX
+// CONCURRENTLY), as the source did. Its source transaction holds nothing else, so the
+// group is committed up to the source transaction before, the change runs on its own, and
+// the group goes on. Run again after a crash, it may find its index built already.
+func (a *applier) runConcurrentDDL(ctx context.Context, cmd ddl.Command, stmt string) error {
+	if a.curChanges > 0 {
+		return errors.New("it cannot run in a transaction block, and its source transaction holds other changes")
+	}
+	cur := a.cur
+	a.cur = nil
+	if err := a.commitGroup(ctx); err != nil {
+		return err
+	}
+	if err := a.settle(); err != nil {
+		return err
+	}
+	a.cur, a.group = cur, groupStats{open: true, started: a.now}
+	role, err := a.ddlRole(ctx, cmd.Role)
+	if err != nil {
+		return err
+	}
+	conn := a.conn
+	if _, err := conn.Exec(ctx, "SELECT pg_catalog.set_config('search_path', $1, false), pg_catalog.set_config('role', $2, false)", cmd.SearchPath, role); err != nil {
+		return err
+	}
+	_, runErr := conn.PgConn().Exec(ctx, stmt).ReadAll()
+	if _, err := conn.Exec(ctx, "SELECT pg_catalog.set_config('search_path', '', false), pg_catalog.set_config('role', 'none', false)"); err != nil {
+		return errors.Join(runErr, err)
+	}
+	var pgErr *pgconn.PgError
+	if runErr == nil || !errors.As(runErr, &pgErr) {
+		return runErr
+	}
+	index := ""
+	if len(cmd.Objects) > 0 {
+		if kind, schema, name := ddl.ParseObject(cmd.Objects[0]); kind == "index" {
+			index = pg.QualifiedName(schema, name)
+		}
+	}
+	switch {
+	case pgErr.Code == "42704" && strings.HasPrefix(cmd.Tag, "DROP"): // dropped by the run that crashed
+		return nil
+	case pgErr.Code == "42P07" && index != "":
+		// Built by the run that crashed, or left invalid by it: then built again.
+		var valid bool
+		if err := conn.QueryRow(ctx, "SELECT indisvalid FROM pg_catalog.pg_index WHERE indexrelid = to_regclass($1)", index).Scan(&valid); err != nil {
+			return errors.Join(runErr, err)
+		}
+		if valid {
+			return nil
+		}
+		if _, err := conn.Exec(ctx, "DROP INDEX "+index); err != nil {
+			return errors.Join(runErr, err)
+		}
+		return a.runConcurrentDDL(ctx, cmd, stmt)
+	}
+	return runErr
+}
+
+// ddlRole is the role to run a change as on the target: the source's, where the target
+// has it and pgleap's role may act as it, else "none" (pgleap's own).
+func (a *applier) ddlRole(ctx context.Context, role string) (string, error) {
+	var may bool
+	err := a.conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = $1)
+		AND pg_catalog.pg_has_role(current_user, $1, 'MEMBER')`, role).Scan(&may)
+	if err != nil {
+		return "", err
+	}
+	if !may {
+		return "none", nil
+	}
+	return role, nil
+}
+
+// selects reports whether the migration selects a relation; new tables join the
+// publication whatever the selection.
+func selects(selection config.TableFilter, rel *Relation) bool {
+	return isDDLLog(rel) || selection.Selects(rel.Schema, rel.Name)
+}

@@ -1,0 +1,162 @@
+package ddl
+
+import (
+	"strings"
+	"unicode"
+)
+
+// Split splits SQL text into statements, each without its terminating semicolon and
+// trimmed, ignoring semicolons inside quotes, dollar quotes and comments. Comments stay in
+// the statements they are in.
+func Split(sql string) []string {
+	var statements []string
+	start := 0
+	flush := func(end int) {
+		if s := strings.TrimSpace(sql[start:end]); s != "" && !onlyComments(s) {
+			statements = append(statements, s)
+		}
+	}
+	for i := 0; i < len(sql); {
+		switch c := sql[i]; {
+		case c == ';':
+			flush(i)
+			i++
+			start = i
+		case c == '\'':
+			escapes := i > 0 && (sql[i-1] == 'E' || sql[i-1] == 'e') && (i < 2 || !isIdentChar(sql[i-2]))
+			i = skipQuoted(sql, i, '\'', escapes)
+		case c == '"':
+			i = skipQuoted(sql, i, '"', false)
+		case c == '-' && strings.HasPrefix(sql[i:], "--"):
+			if end := strings.IndexByte(sql[i:], '\n'); end >= 0 {
+				i += end + 1
+			} else {
+				i = len(sql)
+			}
+		case c == '/' && strings.HasPrefix(sql[i:], "/*"):
+			i = skipBlockComment(sql, i)
+		case c == '$' && (i == 0 || !isIdentChar(sql[i-1])):
+			i = skipDollarQuoted(sql, i)
+		default:
+			i++
+		}
+	}
+	flush(len(sql))
+	return statements
+}
+
+func isIdentChar(c byte) bool {
+	return c == '_' || c == '$' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
+}
+
+// skipQuoted returns the index after the quoted text opening at i; a doubled quote stays
+// inside, and so does a backslash-escaped one in an E” string.
+func skipQuoted(sql string, i int, quote byte, backslashEscapes bool) int {
+	for i++; i < len(sql); i++ {
+		switch {
+		case backslashEscapes && sql[i] == '\\':
+			i++
+		case sql[i] == quote && i+1 < len(sql) && sql[i+1] == quote:
+			i++
+		case sql[i] == quote:
+			return i + 1
+		}
+	}
+	return len(sql)
+}
+
+// skipBlockComment returns the index after the /* comment */ opening at i; they nest.
+func skipBlockComment(sql string, i int) int {
+	depth := 0
+	for i < len(sql) {
+		switch {
+		case strings.HasPrefix(sql[i:], "/*"):
+			depth++
+			i += 2
+		case strings.HasPrefix(sql[i:], "*/"):
+			depth--
+			i += 2
+			if depth == 0 {
+				return i
+			}
+		default:
+			i++
+		}
+	}
+	return len(sql)
+}
+
+// skipDollarQuoted returns the index after the $tag$ ... $tag$ string opening at i, or
+// i+1 when the $ opens none (a parameter such as $1).
+func skipDollarQuoted(sql string, i int) int {
+	end := strings.IndexByte(sql[i+1:], '$')
+	if end < 0 {
+		return i + 1
+	}
+	tag := sql[i : i+1+end+1]
+	for _, r := range tag[1 : len(tag)-1] {
+		if !(r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r)) {
+			return i + 1
+		}
+	}
+	if len(tag) > 2 && unicode.IsDigit(rune(tag[1])) {
+		return i + 1
+	}
+	close := strings.Index(sql[i+len(tag):], tag)
+	if close < 0 {
+		return len(sql)
+	}
+	return i + len(tag) + close + len(tag)
+}
+
+func onlyComments(s string) bool {
+	for s != "" {
+		s = strings.TrimSpace(s)
+		switch {
+		case strings.HasPrefix(s, "--"):
+			if end := strings.IndexByte(s, '\n'); end >= 0 {
+				s = s[end+1:]
+			} else {
+				s = ""
+			}
+		case strings.HasPrefix(s, "/*"):
+			s = s[skipBlockComment(s, 0):]
+		default:
+			return s == ""
+		}
+	}
+	return true
+}
+
+// leadingWords are the first n keywords of a statement, upper-cased, past comments.
+func leadingWords(stmt string, n int) []string {
+	var words []string
+	for i := 0; i < len(stmt) && len(words) < n; {
+		c := stmt[i]
+		switch {
+		case strings.HasPrefix(stmt[i:], "--"):
+			if end := strings.IndexByte(stmt[i:], '\n'); end >= 0 {
+				i += end + 1
+			} else {
+				i = len(stmt)
+			}
+		case strings.HasPrefix(stmt[i:], "/*"):
+			i = skipBlockComment(stmt, i)
+		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_':
+			j := i
+			for j < len(stmt) && isIdentChar(stmt[j]) {
+				j++
+			}
+			words = append(words, strings.ToUpper(stmt[i:j]))
+			i = j
+		case c == '"':
+			words = append(words, "\"") // a quoted name: never a keyword
+			i = skipQuoted(stmt, i, '"', false)
+		case c == '(' || c == '\'' || c == '$':
+			return words // past the keywords that name the command
+		default:
+			i++
+		}
+	}
+	return words
+}
