@@ -16,8 +16,9 @@ import (
 // same and in later transactions, a column dropped and one retyped, a table renamed, a new
 // table created and filled in one query, indexes built (one concurrently), a view, a
 // sequence, a type, a function and a schema created. A change made inside a DO block stops
-// the apply, which goes on after the user runs it on the target and passes --skip-ddl. The
-// schemas and rows are then the same on both sides, and cleanup removes the capture.
+// the apply, which goes on after the user runs it on the target and passes --skip-ddl; one
+// that fails on the target stops it until the target is fixed. The schemas and rows are
+// then the same on both sides, and cleanup removes the capture.
 func TestSchemaChangesDuringStreaming(t *testing.T) {
 	source, target := pgtest.Shared(t, pgtest.SourceMajor()), pgtest.Shared(t, pgtest.TargetMajor())
 	sourceDB, targetDB := source.CreateDatabase(t), target.CreateDatabase(t)
@@ -26,7 +27,8 @@ func TestSchemaChangesDuringStreaming(t *testing.T) {
 		INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(1, 100) g`)
 	conns := []string{"--source", sourceConn, "--target", targetConn}
 
-	if code, stdout, _ := pgleap(t, nil, append([]string{"check"}, conns...)...); !strings.Contains(stdout, "source.ddl_capture") {
+	if code, stdout, _ := pgleap(t, nil, append([]string{"check"}, conns...)...); !strings.Contains(stdout, "source.ddl_capture") ||
+		!strings.Contains(stdout, "are carried only with") {
 		t.Errorf("check does not report source.ddl_capture (exit %d):\n%s", code, stdout)
 	}
 	migrate, out := startCLI(t, append([]string{"migrate", "--ddl"}, conns...)...)
@@ -85,6 +87,22 @@ func TestSchemaChangesDuringStreaming(t *testing.T) {
 	exited = make(chan error, 1)
 	go func() { exited <- migrate.Wait() }()
 	waitForStreaming()
+	// A change that fails on the target stops the apply too; fixed there, the next run runs it.
+	target.Exec(t, targetDB, "BEGIN READ WRITE; CREATE TABLE invoices (id int); COMMIT")
+	source.Exec(t, sourceDB, "CREATE TABLE invoices (id int PRIMARY KEY, amount numeric); INSERT INTO invoices VALUES (1, 10)")
+	select {
+	case err = <-exited:
+	case <-time.After(90 * time.Second):
+		t.Fatalf("migrate did not stop at the change that fails on the target\n%s", out)
+	}
+	if err == nil || !regexp.MustCompile(`schema change \d+ \(CREATE TABLE by "postgres"\) failed on the target: CREATE TABLE invoices .*already exists.*fix the target so that it can run and run pgleap migrate again`).MatchString(out.String()) {
+		t.Fatalf("migrate at the change that fails on the target: %v\n%s", err, out)
+	}
+	target.Exec(t, targetDB, "BEGIN READ WRITE; DROP TABLE invoices; COMMIT")
+	migrate, out = startCLI(t, append([]string{"migrate"}, conns...)...)
+	exited = make(chan error, 1)
+	go func() { exited <- migrate.Wait() }()
+	waitForStreaming()
 	want := datatest.Scalar(t, sourceConn, "SELECT pg_current_wal_insert_lsn()::text")
 	for deadline := time.Now().Add(90 * time.Second); !lsnAtLeast(t, datatest.Scalar(t, targetConn, "SELECT coalesce(applied_lsn, '0/0')::text FROM pgleap.replication"), want); {
 		select {
@@ -117,7 +135,7 @@ func TestSchemaChangesDuringStreaming(t *testing.T) {
 	if err := <-exited; err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
-	datatest.RequireSameRows(t, sourceConn, targetConn, 3)
+	datatest.RequireSameRows(t, sourceConn, targetConn, 4)
 	if code, stdout, stderr := pgleap(t, nil, append([]string{"cleanup"}, conns...)...); code != exitOK || !strings.Contains(stdout, "capture of schema changes") {
 		t.Errorf("cleanup: exit %d\n%s%s", code, stdout, stderr)
 	}

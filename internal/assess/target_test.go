@@ -194,3 +194,23 @@ func createDatabase(t *testing.T, s *pgtest.Server, options string) string {
 	t.Cleanup(func() { s.Exec(t, "postgres", "DROP DATABASE IF EXISTS "+name) })
 	return name
 }
+
+func TestJudgeDDLCapture(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		may, installed bool
+		why, fix       string
+	}{
+		{"a superuser", true, false, "carried only with pgleap migrate --ddl", "pass --ddl"},
+		{"another role", false, false, "only a superuser (or rds_superuser) may create", "freeze schema changes"},
+		{"installed", false, true, "the source captures its schema changes", "pgleap cleanup removes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := judgeDDLCapture(`"m"`, tc.may, tc.installed)
+			if len(got) != 1 || got[0].Check != "source.ddl_capture" || got[0].Severity != Info ||
+				!strings.Contains(got[0].Why, tc.why) || !strings.Contains(got[0].Fix, tc.fix) {
+				t.Errorf("judgeDDLCapture = %+v", got)
+			}
+		})
+	}
+}
