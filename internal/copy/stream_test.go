@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgleap/pgleap/internal/ddl"
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/pgtest"
 	"github.com/pgleap/pgleap/internal/schema"
@@ -174,4 +176,45 @@ func lsnAfter(t *testing.T, conn *pgx.Conn, a, b string) bool {
 		t.Fatal(err)
 	}
 	return after
+}
+
+// TestSchemaChangeBetweenDumpAndSlot: with the capture of schema changes, a change
+// committed after pg_dump read the schema and before the slot's snapshot is in neither the
+// target's schema nor the stream; the copy refuses such a slot.
+func TestSchemaChangeBetweenDumpAndSlot(t *testing.T) {
+	ctx := context.Background()
+	source, target := pgtest.Shared(t, pgtest.SourceMajor()), pgtest.Shared(t, pgtest.TargetMajor())
+	sourceDB, targetDB := source.CreateDatabase(t), target.CreateDatabase(t)
+	sourceConn := source.Conn(t, sourceDB)
+	if err := ddl.Install(ctx, sourceConn); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ddl.Uninstall(context.Background(), source.Conn(t, sourceDB)) })
+	targetConn := target.Conn(t, targetDB)
+	if err := state.Init(ctx, targetConn); err != nil {
+		t.Fatal(err)
+	}
+	var none int64
+	if _, err := state.SaveArchive(ctx, targetConn, []byte("archive"), "test", &none); err != nil {
+		t.Fatal(err)
+	}
+	source.Exec(t, sourceDB, "CREATE TABLE added_after_the_dump (id int)")
+	for _, tc := range []struct {
+		name string
+		want string
+	}{{"a change after the dump", "1 schema changes were committed on the source between pg_dump and the creation of the replication slot"}, {"none", ""}} {
+		snapshot, err := pg.OpenSlotSnapshot(ctx, source.ConnString(sourceDB), "pgleap_window_test", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = checkDDLWindow(ctx, Options{Source: source.ConnString(sourceDB)}, targetConn, snapshot)
+		snapshot.Close()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+		// The dump is taken to have seen the change: the next slot is fine.
+		if _, err := targetConn.Exec(ctx, "UPDATE pgleap.schema_archive SET ddl_captured = 1"); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

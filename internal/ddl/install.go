@@ -120,6 +120,25 @@ func Installed(ctx context.Context, source *pgx.Conn) (bool, error) {
 	return installed, nil
 }
 
+// Captured counts the schema changes the source's capture holds, nil when there is none.
+func Captured(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) (*int64, error) {
+	var installed bool
+	var captured int64
+	err := q.QueryRow(ctx, "SELECT to_regclass('pgleap_ddl.ddl_log') IS NOT NULL").Scan(&installed)
+	if err == nil && installed {
+		err = q.QueryRow(ctx, "SELECT count(*) FROM pgleap_ddl.ddl_log").Scan(&captured)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("count the schema changes captured on the source: %w", err)
+	}
+	if !installed {
+		return nil, nil
+	}
+	return &captured, nil
+}
+
 // Uninstall removes the capture from the source; it reports whether there was one.
 func Uninstall(ctx context.Context, source *pgx.Conn) (bool, error) {
 	installed, err := Installed(ctx, source)

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgleap/pgleap/internal/config"
+	"github.com/pgleap/pgleap/internal/ddl"
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/state"
 )
@@ -117,10 +118,16 @@ func (s *Stage) prepare(ctx context.Context) error {
 		return err
 	}
 	if raw == nil {
+		// Counted before the dump: a change captured later may be in it or not, and the
+		// copy refuses a slot whose snapshot sees one (copy.checkDDLWindow).
+		captured, err := ddl.Captured(ctx, s.source)
+		if err != nil {
+			return err
+		}
 		if raw, err = s.dump(ctx); err != nil {
 			return err
 		}
-		if raw, err = state.SaveArchive(ctx, s.target, raw, s.tools.Version); err != nil {
+		if raw, err = state.SaveArchive(ctx, s.target, raw, s.tools.Version, captured); err != nil {
 			return err
 		}
 	}

@@ -8,3 +8,8 @@ CREATE TABLE pgleap.ddl (
   statement text NOT NULL,
   skipped text -- why it was not run, when it was not
 );
+
+-- How many schema changes the source had captured (pgleap migrate --ddl) when pg_dump read
+-- its schema; NULL without the capture. One committed after that and before the slot's
+-- snapshot would be in neither the schema nor the stream: the copy refuses to start then.
+ALTER TABLE pgleap.schema_archive ADD COLUMN ddl_captured bigint;

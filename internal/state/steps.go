@@ -35,16 +35,32 @@ func RecordStep(ctx context.Context, tx pgx.Tx, id string) error {
 
 // SaveArchive stores the schema archive unless one is stored already, and returns the one
 // in force: a resumed migration keeps the archive it started with.
-func SaveArchive(ctx context.Context, conn *pgx.Conn, archive []byte, dumpedBy string) ([]byte, error) {
+// ddlCaptured is the number of schema changes the source's capture held when pg_dump
+// began, nil without one.
+func SaveArchive(ctx context.Context, conn *pgx.Conn, archive []byte, dumpedBy string, ddlCaptured *int64) ([]byte, error) {
 	var stored []byte
 	err := conn.QueryRow(ctx, `
-		INSERT INTO pgleap.schema_archive (archive, dumped_by) VALUES ($1, $2)
+		INSERT INTO pgleap.schema_archive (archive, dumped_by, ddl_captured) VALUES ($1, $2, $3)
 		ON CONFLICT (singleton) DO UPDATE SET singleton = true
-		RETURNING archive`, archive, dumpedBy).Scan(&stored)
+		RETURNING archive`, archive, dumpedBy, ddlCaptured).Scan(&stored)
 	if err != nil {
 		return nil, fmt.Errorf("store the schema archive in pgleap state: %w", err)
 	}
 	return stored, nil
+}
+
+// ArchiveDDLCaptured returns how many schema changes the source's capture held when the
+// stored archive was dumped; nil when it had none, or no archive is stored.
+func ArchiveDDLCaptured(ctx context.Context, conn *pgx.Conn) (*int64, error) {
+	var captured *int64
+	err := conn.QueryRow(ctx, "SELECT ddl_captured FROM pgleap.schema_archive").Scan(&captured)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the schema archive from pgleap state: %w", err)
+	}
+	return captured, nil
 }
 
 // LoadArchive returns the stored schema archive, or nil when none is stored yet.
