@@ -45,11 +45,11 @@ func TestStateLifecycle(t *testing.T) {
 	}
 
 	// The first archive stays: a resumed run must not restore a different dump.
-	first, err := SaveArchive(ctx, conn, []byte("first"), "pg_dump 15")
+	first, err := SaveArchive(ctx, conn, []byte("first"), "pg_dump 15", nil)
 	if err != nil || string(first) != "first" {
 		t.Fatalf("SaveArchive = %q, %v", first, err)
 	}
-	kept, err := SaveArchive(ctx, conn, []byte("second"), "pg_dump 15")
+	kept, err := SaveArchive(ctx, conn, []byte("second"), "pg_dump 15", nil)
 	if err != nil || string(kept) != "first" {
 		t.Fatalf("second SaveArchive = %q, %v; want the first kept", kept, err)
 	}
