@@ -110,9 +110,14 @@ func (a *applier) applyDDL(ctx context.Context, c *Change) error {
 	a.group.changes++
 	a.curChanges++
 	a.Stats.DDL++
-	if skipped != "" {
+	switch {
+	case skipped != "":
 		a.logger.Info("skipped a schema change captured on the source", "id", cmd.ID, "tag", cmd.Tag, "why", skipped)
-	} else {
+	case ddl.FillsRowsItsOwnWay(stmt):
+		a.logger.Warn("a schema change captured on the source added a column whose value each server computes for itself (now(), random(), a sequence): "+
+			"the existing rows may differ on the target; pgleap verify shows them, and an UPDATE from the source's values mends them before the cutover",
+			"id", cmd.ID, "statement", abbreviate(stmt))
+	default:
 		a.logger.Info("ran a schema change captured on the source", "id", cmd.ID, "tag", cmd.Tag, "statement", abbreviate(stmt))
 	}
 	return nil

@@ -24,8 +24,10 @@ const (
 // ran the command (the session's, or the one it SET ROLE to) itself.
 // Commands on pgleap's schemas, publications and event triggers are pgleap's own (the function's ALTER
 // PUBLICATION fires the trigger again) or cannot be carried; temporary objects stay on the
-// source. A new table (not a partition, which comes with its parent) joins every
-// publication the log is in, in the same transaction, so its rows stream from its creation.
+// source. A new table joins every publication the log is in, in the same transaction, so
+// its rows stream from its creation; a partition comes with its parent, but for 12, which
+// publishes partitions, not parents. One without a primary key gets REPLICA IDENTITY FULL:
+// published without an identity, it would refuse the application's updates and deletes.
 const captureSQL = `
 CREATE SCHEMA IF NOT EXISTS pgleap_ddl;
 CREATE TABLE IF NOT EXISTS pgleap_ddl.ddl_log (
@@ -46,7 +48,7 @@ DECLARE
   t oid;
   p name;
 BEGIN
-  IF captured_tag ~ '(PUBLICATION|SUBSCRIPTION|EVENT TRIGGER)$' THEN
+  IF captured_tag ~ '(PUBLICATION|SUBSCRIPTION|EVENT TRIGGER)$' OR current_setting('pgleap_ddl.recording', true) = 'on' THEN
     RETURN;
   END IF;
   IF captured_event = 'sql_drop' THEN
@@ -64,7 +66,7 @@ BEGIN
       CONTINUE WHEN r.schema_name LIKE 'pg\_temp%' OR r.in_extension OR coalesce(r.schema_name, r.object_identity) IN ('pgleap_ddl', 'pgleap');
       objects := objects || (r.object_type || E'\t' || coalesce(r.schema_name, '') || E'\t' || coalesce(r.object_identity, ''));
       IF r.object_type = 'table' AND r.command_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO')
-         AND NOT (SELECT relispartition FROM pg_class WHERE oid = r.objid) THEN
+         AND (NOT (SELECT relispartition FROM pg_class WHERE oid = r.objid) OR current_setting('server_version_num')::int < 130000) THEN
         new_tables := new_tables || r.objid;
       END IF;
     END LOOP;
@@ -75,12 +77,19 @@ BEGIN
   INSERT INTO pgleap_ddl.ddl_log (tag, objects, query, search_path, role)
   VALUES (captured_tag, array_to_string(objects, E'\n'), coalesce(current_query(), ''), caller_search_path,
           CASE WHEN current_setting('role') = 'none' THEN session_user ELSE current_setting('role') END);
+  PERFORM set_config('pgleap_ddl.recording', 'on', true); -- what follows is pgleap's own
   FOREACH t IN ARRAY new_tables LOOP
+    -- Published without a key, the table would refuse its updates and deletes.
+    IF (SELECT relreplident = 'd' FROM pg_class WHERE oid = t)
+       AND NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = t AND contype = 'p') THEN
+      EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', t::regclass);
+    END IF;
     FOR p IN SELECT pub.pubname FROM pg_publication pub JOIN pg_publication_rel pr ON pr.prpubid = pub.oid
              WHERE pr.prrelid = 'pgleap_ddl.ddl_log'::regclass LOOP
       EXECUTE format('ALTER PUBLICATION %I ADD TABLE ONLY %s', p, t::regclass);
     END LOOP;
   END LOOP;
+  PERFORM set_config('pgleap_ddl.recording', '', true);
 END
 $record$;
 -- The caller's search_path is read before the recording function's own replaces it.

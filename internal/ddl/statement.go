@@ -1,6 +1,9 @@
 package ddl
 
-import "slices"
+import (
+	"slices"
+	"strings"
+)
 
 // fillers are the words that may stand between a command tag's first two words in the
 // statement: CREATE OR REPLACE FUNCTION, CREATE UNIQUE INDEX, CREATE TEMP TABLE...
@@ -65,6 +68,29 @@ func Concurrent(stmt string) bool {
 	case "ALTER":
 		all := leadingWords(stmt, 64)
 		return slices.Contains(all, "DETACH") && all[len(all)-1] == "CONCURRENTLY"
+	}
+	return false
+}
+
+// momentDependent are the defaults whose value depends on the row or the moment: a column
+// added with one is filled by the target with values of its own.
+var momentDependent = []string{"NOW(", "CURRENT_TIMESTAMP", "CURRENT_DATE", "CURRENT_TIME", "LOCALTIMESTAMP", "LOCALTIME",
+	"CLOCK_TIMESTAMP(", "STATEMENT_TIMESTAMP(", "TRANSACTION_TIMESTAMP(", "RANDOM(", "GEN_RANDOM_UUID(", "UUID_GENERATE",
+	"NEXTVAL(", "SERIAL", "IDENTITY"}
+
+// FillsRowsItsOwnWay reports whether a statement adds a column to existing rows with a
+// value each server computes for itself (now(), random(), a sequence): the target's rows
+// then differ from the source's. A heuristic on the text, erring towards saying so.
+func FillsRowsItsOwnWay(stmt string) bool {
+	words := leadingWords(stmt, 64)
+	if len(words) < 2 || words[0] != "ALTER" || words[1] != "TABLE" || !slices.Contains(words, "ADD") {
+		return false
+	}
+	upper := strings.ToUpper(strings.Join(strings.Fields(stmt), ""))
+	for _, f := range momentDependent {
+		if strings.Contains(upper, strings.ReplaceAll(f, " ", "")) {
+			return true
+		}
 	}
 	return false
 }

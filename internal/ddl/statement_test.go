@@ -87,3 +87,21 @@ func TestParseObject(t *testing.T) {
 		}
 	}
 }
+
+func TestFillsRowsItsOwnWay(t *testing.T) {
+	for stmt, want := range map[string]bool{
+		"ALTER TABLE t ADD COLUMN at timestamptz DEFAULT now()":           true,
+		"alter table t add column at timestamptz not null default Now ()": true,
+		"ALTER TABLE t ADD COLUMN id uuid DEFAULT gen_random_uuid()":      true,
+		"ALTER TABLE t ADD COLUMN n bigserial":                            true,
+		"ALTER TABLE t ADD COLUMN n int GENERATED ALWAYS AS IDENTITY":     true,
+		"ALTER TABLE t ADD COLUMN total numeric DEFAULT 0":                false,
+		"ALTER TABLE t ADD COLUMN note text":                              false,
+		"ALTER TABLE t ALTER COLUMN at SET DEFAULT now()":                 false,
+		"CREATE TABLE t (at timestamptz DEFAULT now())":                   false,
+	} {
+		if got := FillsRowsItsOwnWay(stmt); got != want {
+			t.Errorf("FillsRowsItsOwnWay(%q) = %v, want %v", stmt, got, want)
+		}
+	}
+}
