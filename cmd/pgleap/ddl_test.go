@@ -134,6 +134,10 @@ func TestSchemaChangesDuringStreaming(t *testing.T) {
 	if got := datatest.Scalar(t, targetConn, "SELECT count(*) FROM pgleap.ddl WHERE skipped IS NOT NULL"); got != "1" {
 		t.Errorf("%s schema changes recorded as skipped on the target, want 1", got)
 	}
+	if code, stdout, _ := pgleap(t, nil, append([]string{"status"}, conns...)...); code != exitOK ||
+		!regexp.MustCompile(`schema changes from the source: \d\d run on the target, 1 skipped`).MatchString(stdout) {
+		t.Errorf("status: exit %d\n%s", code, stdout)
+	}
 	if err := migrate.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}

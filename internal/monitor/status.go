@@ -48,6 +48,9 @@ type Status struct {
 	LastVerification *VerificationStatus `json:"last_verification,omitempty"`
 	// LastCutover is the newest pgleap cutover or rollback that finished, if any.
 	LastCutover *CutoverStatus `json:"last_cutover,omitempty"`
+	// SchemaChanges counts the schema changes captured on the source (pgleap migrate --ddl)
+	// the apply ran on the target, or skipped; nil when there were none.
+	SchemaChanges *state.DDLCounts `json:"schema_changes,omitempty"`
 	// RecentErrors are the newest warnings and errors a running pgleap migrate logged.
 	RecentErrors []state.Event `json:"recent_errors"`
 	// Alerts hold now; only a running pgleap migrate (its status page) knows them.
@@ -135,6 +138,11 @@ func ReadStatus(ctx context.Context, target, source *pgx.Conn, sample time.Durat
 	} else if ok {
 		st.LastCutover = &CutoverStatus{FinishedAt: *c.FinishedAt, Outcome: c.Outcome,
 			WritePauseMS: float64(c.WritePause) / float64(time.Millisecond), Reason: c.Reason}
+	}
+	if counts, err := state.CountDDL(ctx, target); err != nil {
+		return nil, err
+	} else if counts.Run+counts.Skipped > 0 {
+		st.SchemaChanges = &counts
 	}
 	if recent, err := state.RecentEvents(ctx, target, recentErrorsShown); err != nil {
 		return nil, err
@@ -287,6 +295,9 @@ func WriteStatus(w io.Writer, st *Status) error {
 		} else {
 			b.WriteString("  target guard: off (other sessions may write to the target)\n")
 		}
+	}
+	if d := st.SchemaChanges; d != nil {
+		fmt.Fprintf(&b, "  schema changes from the source: %d run on the target, %d skipped; the last at %s\n", d.Run, d.Skipped, d.LastAt.Format(time.RFC3339))
 	}
 	if v := st.LastVerification; v != nil {
 		verdict := "source and target held the same data"

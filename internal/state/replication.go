@@ -157,3 +157,21 @@ func DDLDone(ctx context.Context, q interface {
 	}
 	return done, nil
 }
+
+// DDLCounts say how many captured schema changes the apply ran on the target or skipped.
+type DDLCounts struct {
+	Run     int64     `json:"run"`
+	Skipped int64     `json:"skipped"`
+	LastAt  time.Time `json:"last_at"`
+}
+
+// CountDDL counts the captured schema changes the apply ran or skipped.
+func CountDDL(ctx context.Context, conn *pgx.Conn) (DDLCounts, error) {
+	var c DDLCounts
+	err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE skipped IS NULL), count(*) FILTER (WHERE skipped IS NOT NULL),
+		coalesce(max(applied_at), 'epoch') FROM pgleap.ddl`).Scan(&c.Run, &c.Skipped, &c.LastAt)
+	if err != nil {
+		return c, fmt.Errorf("count the schema changes in pgleap state: %w", err)
+	}
+	return c, nil
+}
