@@ -63,6 +63,9 @@ func TestSchemaChangesDuringStreaming(t *testing.T) {
 		 CREATE TABLE extra.shifts (id int PRIMARY KEY DEFAULT nextval('extra.tickets'), mood extra.mood NOT NULL);
 		 INSERT INTO extra.shifts (mood) VALUES ('calm'), ('busy');
 		 CREATE VIEW big_purchases AS SELECT id, extra.double(total) AS doubled FROM purchases WHERE total > 10`,
+		"INSERT INTO purchases (id, total) VALUES (104, 11)", // prepared anew for the retyped column
+		"ALTER TYPE extra.mood ADD VALUE 'tired'",
+		"INSERT INTO extra.shifts (mood) VALUES ('tired')", // usable once the change committed, on the target too
 		"CREATE VIEW scratch AS SELECT 1 AS one; DROP VIEW scratch",
 		// Its rows are not streamed (the table joins the publication after they are
 		// written): the target computes them from the same rows, at the same place.

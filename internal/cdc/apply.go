@@ -116,6 +116,8 @@ type groupStats struct {
 	end          pglogrepl.LSN
 	commitTime   time.Time
 	idleEnd      pglogrepl.LSN // a keepalive's position received after the group's last commit
+	// schemaChanged: a captured schema change ran in the group.
+	schemaChanged bool
 }
 
 // targetTable is what the target says about a table changes are applied to.
@@ -477,7 +479,9 @@ func (a *applier) commit(ctx context.Context, c Commit) error {
 	a.group.end, a.group.commitTime = c.EndLSN, c.CommitTime
 	a.group.transactions++
 	a.Stats.Transactions++
-	if a.group.changes >= maxGroupChanges || a.now.Sub(a.group.started) >= maxGroupAge {
+	// A schema change ends its group with its source transaction: what it made may not be
+	// usable until committed (an enum value added), as on the source.
+	if a.group.changes >= maxGroupChanges || a.now.Sub(a.group.started) >= maxGroupAge || a.group.schemaChanged {
 		return a.commitGroup(ctx)
 	}
 	return nil

@@ -72,11 +72,13 @@ func (a *applier) applyDDL(ctx context.Context, c *Change) error {
 	if err != nil {
 		return err
 	}
+	stmt, next, found := ddl.Statement(ddl.Split(cmd.Query), cmd.Tag, a.ddlNext[cmd.Query])
+	if found {
+		a.ddlNext[cmd.Query] = next
+	}
 	if done, err := state.DDLDone(ctx, tx, cmd.ID); err != nil || done {
 		return err
 	}
-	statements := ddl.Split(cmd.Query)
-	stmt, next, found := ddl.Statement(statements, cmd.Tag, a.ddlNext[cmd.Query])
 	skipped := ""
 	switch {
 	case a.skipDDL[cmd.ID]:
@@ -85,9 +87,6 @@ func (a *applier) applyDDL(ctx context.Context, c *Change) error {
 		skipped = "it touches nothing the migration selects"
 	case !found:
 		return &DDLError{Command: cmd}
-	}
-	if found {
-		a.ddlNext[cmd.Query] = next
 	}
 	if skipped == "" {
 		if ddl.Concurrent(stmt) {
@@ -105,8 +104,13 @@ func (a *applier) applyDDL(ctx context.Context, c *Change) error {
 	if err := state.RecordDDL(ctx, tx, cmd.ID, cmd.Tag, stmt, skipped); err != nil {
 		return err
 	}
-	// What the applier knows of the target's tables may be out of date now.
+	// What the applier knows of the target's tables may be out of date now, and so may the
+	// parameter types of its prepared statements.
 	clear(a.tables)
+	if err := a.forgetStatements(ctx); err != nil {
+		return err
+	}
+	a.group.schemaChanged = true
 	a.group.changes++
 	a.curChanges++
 	a.Stats.DDL++
@@ -120,6 +124,18 @@ func (a *applier) applyDDL(ctx context.Context, c *Change) error {
 	default:
 		a.logger.Info("ran a schema change captured on the source", "id", cmd.ID, "tag", cmd.Tag, "statement", abbreviate(stmt))
 	}
+	return nil
+}
+
+// forgetStatements deallocates the applier's prepared statements: each is prepared again
+// on its next use, against the tables as they are now.
+func (a *applier) forgetStatements(ctx context.Context) error {
+	for _, name := range a.stmts {
+		if _, err := a.conn.PgConn().Exec(ctx, "DEALLOCATE "+name).ReadAll(); err != nil {
+			return fmt.Errorf("forget prepared statement %s: %w", name, err)
+		}
+	}
+	clear(a.stmts)
 	return nil
 }
 
