@@ -30,8 +30,9 @@ slot and the publication the migration streams from (so the source stops keeping
 it) and the capture of schema changes that --ddl installed; on the target it lifts the read-only guard and drops the pgleap schema, where the
 migration's progress is recorded. After a cutover that kept the way back, it also drops
 that: the slot and publication on the target, the pgleap schema on the source. It does not
-unfreeze a side a cutover or rollback froze: that is ALTER DATABASE ... CONNECTION LIMIT and
-RESET default_transaction_read_only, by hand, once nothing points at it.
+unfreeze a side a cutover or rollback froze: that is ALTER DATABASE ... CONNECTION LIMIT (or,
+for a freeze made by a role that is not a superuser, GRANT CONNECT back to the roles it was
+revoked from) and RESET default_transaction_read_only, by hand, once nothing points at it.
 The copied objects and rows stay on the target: drop and recreate the target database to
 start over from nothing.
 

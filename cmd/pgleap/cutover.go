@@ -132,6 +132,9 @@ func (c *cli) runCutover(cmd *cobra.Command, opts cutover.Options, pooler pooler
 		return err
 	}
 	opts.Source, opts.Target, opts.Logger = resolved.Source, resolved.Target, c.logger
+	if c.perDB != nil && c.perDB.coordinator != nil {
+		opts.Coordinator = c.perDB.coordinator
+	}
 	if pooler.admin != "" {
 		if pooler.database == "" {
 			cfg, err := pg.ParseConfig(pg.Source, resolved.Source)
@@ -202,7 +205,7 @@ func writeCutoverResult(w io.Writer, r *cutover.Result, dryRun bool) error {
 		case !r.Switched:
 			b.WriteString("now point the application at the other side: its connection string, DNS name or service entry (--switch-command or --pgbouncer do it next time)\n")
 		}
-		b.WriteString("the side that gave up the writes stays frozen (connection limit 0, read-only)\n")
+		b.WriteString("the side that gave up the writes stays frozen (new sessions kept out, read-only)\n")
 	case r.Undone != "":
 		fmt.Fprintf(&b, "undone: %s\nthe frozen side takes writes again and streaming goes on as before\n", r.Undone)
 	}

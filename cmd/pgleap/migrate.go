@@ -84,6 +84,9 @@ streaming from the last change the target committed.`,
 			if opts.IndexJobs <= 0 {
 				opts.IndexJobs = runtime.NumCPU()
 			}
+			if c.perDB != nil { // one database of several: a share of the budget
+				copyOpts.Jobs, opts.IndexJobs = max(1, copyOpts.Jobs/c.perDB.of), max(1, opts.IndexJobs/c.perDB.of)
+			}
 			resolved, err := c.connections("source", "target")
 			if err != nil {
 				return err

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -60,6 +61,11 @@ type cli struct {
 	logger         *slog.Logger
 	// events keeps what the logger warns about, for the state (see monitor.EventLog).
 	events *monitor.EventLog
+	// args is the command line, run again once per database over several (databases.go);
+	// perDB is set in each of those runs.
+	args      []string
+	databases databaseFlags
+	perDB     *databaseRun
 }
 
 // connections resolves --source/--target, then the environment, then --config, and checks
@@ -75,6 +81,16 @@ func (c *cli) connections(sides ...string) (config.Config, error) {
 	resolved := config.Resolve(c.flags, file, c.getenv)
 	if err := resolved.Require(sides...); err != nil {
 		return config.Config{}, &usageError{err}
+	}
+	if c.perDB != nil {
+		// One database of several: the servers' connection strings, that database on each.
+		if resolved.Source != "" {
+			resolved.Source = pg.WithDatabase(resolved.Source, c.perDB.name)
+		}
+		if resolved.Target != "" {
+			resolved.Target = pg.WithDatabase(resolved.Target, c.perDB.name)
+		}
+		resolved.Tables = config.TablesOf(c.flags, file, c.perDB.name)
 	}
 	return resolved, nil
 }
@@ -178,10 +194,24 @@ Exit status: 0 success, 1 ran and the answer is no (blockers found, data differs
 	flags.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile of the run to this file")
 	flags.MarkHidden("cpu-profile")
 	for _, add := range commands {
-		root.AddCommand(add(c))
+		sub := add(c)
+		if slices.Contains(severalDatabaseCommands, sub.Name()) {
+			c.addDatabaseFlags(sub)
+			single := sub.RunE
+			sub.RunE = func(cmd *cobra.Command, args []string) error {
+				if c.severalDatabases() {
+					return c.runDatabases(cmd)
+				}
+				return single(cmd, args)
+			}
+		}
+		root.AddCommand(sub)
 	}
 	return root
 }
+
+// severalDatabaseCommands take --databases and --all-databases.
+var severalDatabaseCommands = []string{"check", "migrate", "status", "verify", "cutover", "rollback", "cleanup"}
 
 func (c *cli) startProfile() error {
 	f, err := os.Create(c.cpuProfile)
@@ -205,7 +235,12 @@ var commands []func(*cli) *cobra.Command
 
 // run executes one pgleap command line and returns its exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	c := &cli{stdout: stdout, stderr: stderr, getenv: getenv}
+	return runWith(ctx, args, stdout, stderr, getenv, nil)
+}
+
+// runWith is run, for one database of several when perDB is set.
+func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string, perDB *databaseRun) int {
+	c := &cli{stdout: stdout, stderr: stderr, getenv: getenv, args: args, perDB: perDB}
 	root := newRootCommand(c)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

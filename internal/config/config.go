@@ -19,6 +19,9 @@ type Config struct {
 	MaxCopyRate string `yaml:"max_copy_rate"`
 	// DDL carries the schema changes made on the source during the migration (--ddl).
 	DDL bool `yaml:"ddl"`
+	// Databases selects the tables of each database of a migration of several (--databases,
+	// --all-databases), by database name; a database not listed takes include and exclude.
+	Databases map[string]TableFilter `yaml:"databases"`
 }
 
 // Environment variables that stand in for --source and --target.
@@ -46,6 +49,11 @@ func Load(path string) (Config, error) {
 	if err := cfg.Tables.Validate(); err != nil {
 		return Config{}, fmt.Errorf("config %q: %w", path, err)
 	}
+	for db, tables := range cfg.Databases {
+		if err := tables.Validate(); err != nil {
+			return Config{}, fmt.Errorf("config %q: databases: %s: %w", path, db, err)
+		}
+	}
 	if cfg.MaxCopyRate != "" {
 		if _, err := ParseBytes(cfg.MaxCopyRate); err != nil {
 			return Config{}, fmt.Errorf("config %q: max_copy_rate: %w", path, err)
@@ -68,7 +76,20 @@ func Resolve(flags, file Config, getenv func(string) string) Config {
 		Tables:      tables,
 		MaxCopyRate: firstSet(flags.MaxCopyRate, file.MaxCopyRate),
 		DDL:         flags.DDL || file.DDL,
+		Databases:   file.Databases,
 	}
+}
+
+// TablesOf is the table selection of one database of a migration of several: the flags'
+// patterns if any, else the file's for that database, else the file's.
+func TablesOf(flags, file Config, database string) TableFilter {
+	if len(flags.Tables.Include) > 0 || len(flags.Tables.Exclude) > 0 {
+		return flags.Tables
+	}
+	if tables, ok := file.Databases[database]; ok {
+		return tables
+	}
+	return file.Tables
 }
 
 // Require returns an error naming every listed side that has no connection string.

@@ -52,6 +52,19 @@ type Options struct {
 	// DrainTimeout bounds the wait for the apply to catch up with the frozen source.
 	DrainTimeout time.Duration
 	Logger       *slog.Logger
+	// Coordinator, when set, makes this cutover one of several (one per database) that
+	// freeze together and open together.
+	Coordinator Coordinator
+}
+
+// Coordinator holds several cutovers at two points, so that they act as one: none changes
+// anything until every preflight passed, and none opens its target until every freeze is
+// confirmed. An error from either aborts the cutover (the second undoes it).
+type Coordinator interface {
+	// Ready is told whether this cutover's preflight passed, and waits for the others'.
+	Ready(ctx context.Context, ok bool) error
+	// Confirmed waits until every cutover has confirmed its freeze.
+	Confirmed(ctx context.Context) error
 }
 
 // Check is one preflight check.
@@ -166,7 +179,14 @@ func (c *cutover) run(ctx context.Context) (*Result, error) {
 	if err := c.undoEarlier(ctx); err != nil {
 		return c.result, err
 	}
-	if !c.preflight(ctx) {
+	ready := c.preflight(ctx)
+	if opts.Coordinator != nil {
+		if err := opts.Coordinator.Ready(ctx, ready); err != nil && ready {
+			c.result.Preflight = append(c.result.Preflight, Check{Name: "the cutovers of the other databases are ready", Detail: err.Error()})
+			ready = false
+		}
+	}
+	if !ready {
 		return c.result, ErrNotReady
 	}
 	if opts.DryRun {
@@ -548,6 +568,11 @@ func (c *cutover) steps(ctx context.Context) error {
 	})
 	if err != nil {
 		return err
+	}
+	if c.opts.Coordinator != nil {
+		if err := c.step(ctx, "wait for the other databases' freezes", c.opts.Coordinator.Confirmed); err != nil {
+			return err
+		}
 	}
 	return c.step(ctx, stepOpen, func(ctx context.Context) error {
 		if err := c.open(ctx); err != nil {

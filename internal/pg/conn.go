@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -161,4 +162,16 @@ func ConnectReplication(ctx context.Context, connString, applicationName string)
 		return nil, &ConnectError{Side: Source, Address: address(cfg), Err: err}
 	}
 	return conn, nil
+}
+
+// WithDatabase is a connection string to another database of the same server: its
+// dbname replaced (a URL's path, or a keyword/value string's dbname, the last of which
+// counts).
+func WithDatabase(connString, database string) string {
+	if u, err := url.Parse(connString); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		u.Path = "/" + database
+		u.RawPath = ""
+		return u.String()
+	}
+	return strings.TrimSpace(connString) + " dbname='" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(database) + "'"
 }

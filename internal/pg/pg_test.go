@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgleap/pgleap/internal/pgtest"
@@ -124,5 +125,21 @@ func TestCheckSlot(t *testing.T) {
 	err := CheckSlot(ctx, conn, "healthy")
 	if !errors.Is(err, ErrSlotLost) || !strings.Contains(err.Error(), "max_slot_wal_keep_size") {
 		t.Errorf("a slot past max_slot_wal_keep_size: %v", err)
+	}
+}
+
+func TestWithDatabase(t *testing.T) {
+	for _, tt := range []struct{ conn, db, want string }{
+		{"host=db1 user=migrator", "shop", "shop"},
+		{"host=db1 dbname=postgres user=migrator", "shop", "shop"},
+		{"host=db1 dbname=postgres", `it's "odd"`, `it's "odd"`},
+		{"postgres://migrator@db1:5432/postgres?sslmode=disable", "shop", "shop"},
+		{"postgresql://db1", "a b", "a b"},
+	} {
+		got := WithDatabase(tt.conn, tt.db)
+		cfg, err := pgx.ParseConfig(got)
+		if err != nil || cfg.Database != tt.want || cfg.Host != "db1" {
+			t.Errorf("WithDatabase(%q, %q) = %q: database %q, host %q, %v", tt.conn, tt.db, got, cfg.Database, cfg.Host, err)
+		}
 	}
 }

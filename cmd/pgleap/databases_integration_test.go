@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgleap/pgleap/internal/pg"
+	"github.com/pgleap/pgleap/internal/pgtest"
+	"github.com/pgleap/pgleap/internal/pgtest/datatest"
+)
+
+// TestSeveralDatabases migrates two of a cluster's three databases in one pgleap migrate
+// --databases: of different sizes, one with a table without a key; the target databases
+// are created with the source's encoding and locale. Writes go on in both while they
+// stream; then verify, cutover (one freeze for both) and rollback run over both, and every
+// row is where it must be. The third database is left alone.
+func TestSeveralDatabases(t *testing.T) {
+	source, target := pgtest.Shared(t, pgtest.SourceMajor()), pgtest.Shared(t, pgtest.TargetMajor())
+	shop, crm, logs := fmt.Sprintf("md_shop_%d", source.Port), fmt.Sprintf("md_crm_%d", source.Port), fmt.Sprintf("md_logs_%d", source.Port)
+	t.Cleanup(func() {
+		for _, srv := range []*pgtest.Server{source, target} {
+			conn, err := pg.Connect(context.Background(), pg.Source, srv.ConnString("postgres"))
+			if err != nil {
+				continue
+			}
+			for _, db := range []string{shop, crm, logs} {
+				conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
+			}
+			conn.Close(context.Background())
+		}
+	})
+	for _, db := range []string{shop, crm, logs} {
+		source.Exec(t, "postgres", "CREATE DATABASE "+db+" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'")
+	}
+	source.Exec(t, shop, `CREATE TABLE orders (id int PRIMARY KEY, total numeric, placed timestamptz DEFAULT now());
+		INSERT INTO orders SELECT g, g * 1.5 FROM generate_series(1, 20000) g;
+		CREATE SEQUENCE invoice_number`)
+	source.Exec(t, crm, `CREATE TABLE contacts (id int PRIMARY KEY, name text);
+		INSERT INTO contacts SELECT g, 'contact ' || g FROM generate_series(1, 300) g;
+		CREATE TABLE notes (contact_id int, body text);
+		ALTER TABLE notes REPLICA IDENTITY FULL;
+		INSERT INTO notes SELECT g % 300, 'note ' || g FROM generate_series(1, 500) g`)
+	source.Exec(t, logs, "CREATE TABLE lines (id int PRIMARY KEY)")
+	server := func(s *pgtest.Server) string { return strings.Replace(s.ConnString("postgres"), "dbname=postgres", "", 1) }
+	conns := []string{"--source", server(source), "--target", server(target), "--databases", shop + "," + crm}
+
+	if code, stdout, stderr := pgleap(t, nil, append([]string{"check"}, conns...)...); code == exitCannotRun ||
+		!strings.Contains(stderr, shop+": not on the target yet: pgleap migrate creates it") {
+		t.Fatalf("check before migrate: exit %d\n%s%s", code, stdout, stderr)
+	}
+	migrate, out := startCLI(t, append([]string{"migrate", "--jobs", "2"}, conns...)...)
+	exited := make(chan error, 1)
+	go func() { exited <- migrate.Wait() }()
+	streaming := func(db string) bool {
+		return datatest.Scalar(t, source.ConnString(db), "SELECT count(*) FROM pg_replication_slots WHERE database = current_database() AND active") == "1" &&
+			datatest.Scalar(t, target.ConnString(db), "SELECT CASE WHEN to_regclass('pgleap.migration') IS NULL THEN '' ELSE (SELECT phase FROM pgleap.migration) END") == "streaming"
+	}
+	for deadline := time.Now().Add(90 * time.Second); !streaming(shop) || !streaming(crm); time.Sleep(200 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			t.Fatalf("migrate stopped: %v\n%s", err, out)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the two databases do not stream after 90 s\n%s", out)
+		}
+	}
+	if got := datatest.Scalar(t, target.ConnString("postgres"), "SELECT string_agg(datname || ' ' || pg_encoding_to_char(encoding) || ' ' || datcollate, ', ' ORDER BY datname) FROM pg_database WHERE datname LIKE 'md\\_%'"); got != crm+" UTF8 C, "+shop+" UTF8 C" {
+		t.Errorf("databases created on the target: %s", got)
+	}
+	source.Exec(t, shop, "UPDATE orders SET total = total + 1 WHERE id <= 500; INSERT INTO orders (id, total) VALUES (30000, 1); SELECT nextval('invoice_number')")
+	source.Exec(t, crm, "UPDATE notes SET body = body || '!' WHERE contact_id < 10; DELETE FROM contacts WHERE id = 7; INSERT INTO notes VALUES (1, 'late')")
+	for _, db := range []string{shop, crm} {
+		want := datatest.Scalar(t, source.ConnString(db), "SELECT pg_current_wal_insert_lsn()::text")
+		waitFor(t, "the changes of "+db, func() bool {
+			return lsnAtLeast(t, datatest.Scalar(t, target.ConnString(db), "SELECT coalesce(applied_lsn, '0/0')::text FROM pgleap.replication"), want)
+		})
+	}
+	if code, stdout, stderr := pgleap(t, nil, append([]string{"check"}, conns...)...); code == exitCannotRun ||
+		!strings.Contains(stdout, shop+": ") || !strings.Contains(stdout, crm+": target.migration_state") && !strings.Contains(stdout, crm+":   target.migration_state") {
+		t.Errorf("check during the migration: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if code, stdout, stderr := pgleap(t, nil, append([]string{"verify"}, conns...)...); code != exitOK {
+		t.Fatalf("verify: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if code, stdout, stderr := pgleap(t, nil, append([]string{"status"}, conns...)...); code != exitOK || !strings.Contains(stdout, crm+": ") {
+		t.Errorf("status: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr := pgleap(t, nil, append([]string{"cutover", "--verify", "full"}, conns...)...)
+	if code != exitOK || strings.Count(stdout, "wait for the other databases' freezes") != 2 {
+		t.Fatalf("cutover: exit %d\n%s%s\nmigrate:\n%s", code, stdout, stderr, out)
+	}
+	// The new servers take the writes, and stream them back.
+	target.Exec(t, shop, "INSERT INTO orders (id, total) VALUES (30001, 2); SELECT setval('invoice_number', 500)")
+	target.Exec(t, crm, "INSERT INTO notes VALUES (2, 'on the new server')")
+	for _, db := range []string{shop, crm} {
+		want := datatest.Scalar(t, target.ConnString(db), "SELECT pg_current_wal_insert_lsn()::text")
+		waitFor(t, "the changes of "+db+" back", func() bool {
+			return lsnAtLeast(t, datatest.Scalar(t, source.ConnString(db), "SELECT coalesce(applied_lsn, '0/0')::text FROM pgleap.replication"), want)
+		})
+	}
+	if code, stdout, stderr := pgleap(t, nil, append([]string{"rollback", "--verify", "full"}, conns...)...); code != exitOK {
+		t.Fatalf("rollback: exit %d\n%s%s\nmigrate:\n%s", code, stdout, stderr, out)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("migrate: %v\n%s", err, out)
+		}
+	case <-time.After(60 * time.Second):
+		migrate.Process.Signal(syscall.SIGINT)
+		t.Errorf("migrate did not end after the rollback\n%s", out)
+	}
+	for _, db := range []string{shop, crm} {
+		datatest.RequireSameRows(t, source.ConnString(db), target.ConnString(db), 1)
+	}
+	if got := datatest.Scalar(t, source.ConnString(shop), "SELECT last_value FROM invoice_number"); got != "500" {
+		t.Errorf("the sequence on the old server after the rollback: %s, want 500", got)
+	}
+	if got := datatest.Scalar(t, target.ConnString("postgres"), "SELECT count(*) FROM pg_database WHERE datname = '"+logs+"'"); got != "0" {
+		t.Errorf("the database left out reached the target")
+	}
+}
