@@ -45,7 +45,9 @@ func TestSeveralDatabases(t *testing.T) {
 		ALTER TABLE notes REPLICA IDENTITY FULL;
 		INSERT INTO notes SELECT g % 300, 'note ' || g FROM generate_series(1, 500) g`)
 	source.Exec(t, logs, "CREATE TABLE lines (id int PRIMARY KEY)")
-	server := func(s *pgtest.Server) string { return strings.Replace(s.ConnString("postgres"), "dbname=postgres", "", 1) }
+	server := func(s *pgtest.Server) string {
+		return strings.Replace(s.ConnString("postgres"), "dbname=postgres", "", 1)
+	}
 	conns := []string{"--source", server(source), "--target", server(target), "--databases", shop + "," + crm}
 
 	if code, stdout, stderr := pgleap(t, nil, append([]string{"check"}, conns...)...); code == exitCannotRun ||
