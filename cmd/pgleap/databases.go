@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgleap/pgleap/internal/pg"
+	"github.com/pgleap/pgleap/internal/state"
 )
 
 // Several databases of one cluster in one migration (--databases, --all-databases): the
@@ -176,6 +177,14 @@ func (c *cli) runDatabases(cmd *cobra.Command) error {
 			wg.Go(func() { runOne(i) })
 		}
 		wg.Wait()
+		// A rollback records itself on the old server, a cutover on the new one.
+		recordedOn := resolved.Target
+		if command == "rollback" {
+			recordedOn = resolved.Source
+		}
+		if pause, ok := unionPause(ctx, recordedOn, names); ok && !c.json && !slices.Contains(codes, exitCannotRun) {
+			fmt.Fprintf(c.stdout, "writes paused on the %d databases together for %d ms, from the first freeze to the last open\n", len(names), pause.Milliseconds())
+		}
 	default:
 		for i := range names {
 			runOne(i)
@@ -216,6 +225,32 @@ func databasesOutcome(names []string, codes []int) error {
 		return &answerNoError{fmt.Sprintf("%d of %d databases answered no (%s): see their lines above", len(no), len(names), strings.Join(no, ", "))}
 	}
 	return nil
+}
+
+// unionPause is the write pause of the databases' cutovers together: from the first
+// freeze to the last open, as each recorded them on the server connString names (one
+// clock); ok is false unless every one is done.
+func unionPause(ctx context.Context, connString string, names []string) (time.Duration, bool) {
+	var first, last time.Time
+	for _, name := range names {
+		conn, err := pg.Connect(ctx, pg.Target, pg.WithDatabase(connString, name))
+		if err != nil {
+			return 0, false
+		}
+		c, ok, err := state.LastFinishedCutover(ctx, conn)
+		conn.Close(context.Background())
+		if err != nil || !ok || c.Outcome != state.CutoverDone || c.FinishedAt == nil {
+			return 0, false
+		}
+		frozen := c.FinishedAt.Add(-c.WritePause)
+		if first.IsZero() || frozen.Before(first) {
+			first = frozen
+		}
+		if c.FinishedAt.After(last) {
+			last = *c.FinishedAt
+		}
+	}
+	return last.Sub(first), true
 }
 
 // waitForRoles waits until the first database's migrate has copied the roles (its state

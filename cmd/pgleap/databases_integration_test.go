@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -93,7 +94,8 @@ func TestSeveralDatabases(t *testing.T) {
 		t.Errorf("status: exit %d\n%s%s", code, stdout, stderr)
 	}
 	code, stdout, stderr := pgleap(t, nil, append([]string{"cutover", "--verify", "full"}, conns...)...)
-	if code != exitOK || strings.Count(stdout, "wait for the other databases' freezes") != 2 {
+	if code != exitOK || strings.Count(stdout, "wait for the other databases' freezes") != 2 ||
+		!regexp.MustCompile(`writes paused on the 2 databases together for \d+ ms`).MatchString(stdout) {
 		t.Fatalf("cutover: exit %d\n%s%s\nmigrate:\n%s", code, stdout, stderr, out)
 	}
 	// The new servers take the writes, and stream them back.

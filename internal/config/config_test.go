@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -182,5 +183,35 @@ func TestParseBytes(t *testing.T) {
 		if _, err := ParseBytes(bad); err == nil {
 			t.Errorf("ParseBytes(%q) accepted it", bad)
 		}
+	}
+}
+
+func TestTablesOf(t *testing.T) {
+	file := Config{Tables: TableFilter{Exclude: []string{"audit.*"}}, Databases: map[string]TableFilter{"shop": {Include: []string{"public.*"}}}}
+	for _, tt := range []struct {
+		name     string
+		flags    Config
+		database string
+		want     TableFilter
+	}{
+		{"listed in databases:", Config{}, "shop", TableFilter{Include: []string{"public.*"}}},
+		{"not listed: the file's", Config{}, "crm", TableFilter{Exclude: []string{"audit.*"}}},
+		{"flags win", Config{Tables: TableFilter{Exclude: []string{"tmp.*"}}}, "shop", TableFilter{Exclude: []string{"tmp.*"}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := TablesOf(tt.flags, file, tt.database); !slices.Equal(got.Include, tt.want.Include) || !slices.Equal(got.Exclude, tt.want.Exclude) {
+				t.Errorf("TablesOf = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDatabasesInConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pgleap.yaml")
+	if err := os.WriteFile(path, []byte("databases:\n  shop:\n    include: ['public.[']\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "databases: shop") {
+		t.Errorf("a bad pattern under databases: %v", err)
 	}
 }
