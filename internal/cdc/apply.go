@@ -336,13 +336,7 @@ func (a *applier) truncate(ctx context.Context, c *Change) error {
 	if c.RestartIdentity {
 		sql += " RESTART IDENTITY"
 	}
-	if err := a.flushAllNet(ctx); err != nil {
-		return err
-	}
-	if err := a.flushBatch(ctx); err != nil {
-		return err
-	}
-	tx, err := a.txn(ctx)
+	tx, err := a.afterPending(ctx)
 	if err != nil {
 		return err
 	}
@@ -352,6 +346,18 @@ func (a *applier) truncate(ctx context.Context, c *Change) error {
 	a.group.changes++
 	a.Stats.Changes++
 	return nil
+}
+
+// afterPending writes every change pending (net changes, queued statements) and returns
+// the group's target transaction: what runs in it next runs after them.
+func (a *applier) afterPending(ctx context.Context) (pgx.Tx, error) {
+	if err := a.flushAllNet(ctx); err != nil {
+		return nil, err
+	}
+	if err := a.flushBatch(ctx); err != nil {
+		return nil, err
+	}
+	return a.txn(ctx)
 }
 
 // queue adds a statement to the batch, preparing it on first use, and sends the batch

@@ -62,13 +62,7 @@ func (a *applier) applyDDL(ctx context.Context, c *Change) error {
 	if err != nil {
 		return err
 	}
-	if err := a.flushAllNet(ctx); err != nil {
-		return err
-	}
-	if err := a.flushBatch(ctx); err != nil {
-		return err
-	}
-	tx, err := a.txn(ctx)
+	tx, err := a.afterPending(ctx)
 	if err != nil {
 		return err
 	}
