@@ -129,6 +129,13 @@ func (c *cli) runDatabases(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
+	if command == "cutover" || command == "rollback" {
+		for _, name := range names {
+			if missing[name] {
+				return fmt.Errorf("database %s is not on the target: run pgleap migrate --databases first; nothing was changed", pg.QuoteIdent(name))
+			}
+		}
+	}
 	runOne := func(i int) {
 		if missing[names[i]] && command != "migrate" {
 			// migrate creates it; until then there is nothing of it to check, watch or cut over.
