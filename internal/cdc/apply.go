@@ -92,6 +92,7 @@ type applier struct {
 	// changes it has brought so far.
 	skipDDL    map[int64]bool
 	selection  config.TableFilter
+	selected   map[*Relation]bool // by relation description: the selection's verdict
 	ddlNext    map[string]int
 	curChanges int
 	logger     *slog.Logger
@@ -149,7 +150,7 @@ func (p pendingStatement) String() string {
 func newApplier(conn *pgx.Conn, skip map[string]pglogrepl.LSN, applied, orderedUntil pglogrepl.LSN) *applier {
 	return &applier{conn: conn, skip: skip, tables: map[string]*targetTable{}, stmts: map[string]string{}, applied: applied, recorded: applied,
 		handedEnd: applied, lastCommitLSN: applied, net: map[string]*netTable{}, orderedUntil: orderedUntil,
-		skipDDL: map[int64]bool{}, ddlNext: map[string]int{}, logger: slog.New(slog.DiscardHandler)}
+		skipDDL: map[int64]bool{}, selected: map[*Relation]bool{}, ddlNext: map[string]int{}, logger: slog.New(slog.DiscardHandler)}
 }
 
 // checkRelation compares a relation pgoutput describes with the target's table.

@@ -9,7 +9,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/pgleap/pgleap/internal/config"
 	"github.com/pgleap/pgleap/internal/ddl"
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/state"
@@ -245,8 +244,14 @@ func (a *applier) ddlRole(ctx context.Context, role string) (string, error) {
 	return role, nil
 }
 
-// selects reports whether the migration selects a relation; new tables join the
-// publication whatever the selection.
-func selects(selection config.TableFilter, rel *Relation) bool {
-	return isDDLLog(rel) || selection.Selects(rel.Schema, rel.Name)
+// selects reports whether the migration selects a relation (new tables join the
+// publication whatever the selection), once per description of it rather than matching
+// the glob patterns again for every change.
+func (a *applier) selects(rel *Relation) bool {
+	selected, ok := a.selected[rel]
+	if !ok {
+		selected = isDDLLog(rel) || a.selection.Selects(rel.Schema, rel.Name)
+		a.selected[rel] = selected
+	}
+	return selected
 }

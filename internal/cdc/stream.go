@@ -495,7 +495,7 @@ func (s *session) applyMessage(ctx context.Context, walData []byte) error {
 	switch m := msg.(type) {
 	case *Relation:
 		s.applier.forget(m)
-		if isDDLLog(m) || !selects(s.applier.selection, m) {
+		if isDDLLog(m) || !s.applier.selects(m) {
 			return nil // the log is read, not written; a table created since that the migration does not select is left
 		}
 		types, err := sourceTypes(ctx, s.source, m)
@@ -513,13 +513,13 @@ func (s *session) applyMessage(ctx context.Context, walData []byte) error {
 		return s.applier.begin(m)
 	case Change:
 		if m.Kind == Truncate {
-			m.Truncated = slices.DeleteFunc(m.Truncated, func(rel *Relation) bool { return isDDLLog(rel) || !selects(s.applier.selection, rel) })
+			m.Truncated = slices.DeleteFunc(m.Truncated, func(rel *Relation) bool { return isDDLLog(rel) || !s.applier.selects(rel) })
 			if len(m.Truncated) == 0 {
 				return nil
 			}
 		} else if isDDLLog(m.Rel) {
 			return s.applier.applyDDL(ctx, &m)
-		} else if !selects(s.applier.selection, m.Rel) {
+		} else if !s.applier.selects(m.Rel) {
 			s.applier.Stats.Skipped++
 			return nil
 		}
