@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 	"syscall"
@@ -21,9 +22,16 @@ import (
 // then the same on both sides, and cleanup removes the capture.
 func TestSchemaChangesDuringStreaming(t *testing.T) {
 	source, target := pgtest.Shared(t, pgtest.SourceMajor()), pgtest.Shared(t, pgtest.TargetMajor())
+	app := fmt.Sprintf("ddl_app_%d", source.Port)
+	t.Cleanup(func() { // after the databases are gone
+		source.Exec(t, "postgres", "DROP ROLE IF EXISTS "+app)
+		target.Exec(t, "postgres", "DROP ROLE IF EXISTS "+app)
+	})
+	source.Exec(t, "postgres", "CREATE ROLE "+app+" LOGIN")
 	sourceDB, targetDB := source.CreateDatabase(t), target.CreateDatabase(t)
 	sourceConn, targetConn := source.ConnString(sourceDB), target.ConnString(targetDB)
-	source.Exec(t, sourceDB, `CREATE TABLE orders (id int PRIMARY KEY, note text);
+	source.Exec(t, sourceDB, `GRANT CREATE ON SCHEMA public TO `+app+`;
+		CREATE TABLE orders (id int PRIMARY KEY, note text);
 		INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(1, 100) g`)
 	conns := []string{"--source", sourceConn, "--target", targetConn}
 
@@ -111,6 +119,20 @@ func TestSchemaChangesDuringStreaming(t *testing.T) {
 	exited = make(chan error, 1)
 	go func() { exited <- migrate.Wait() }()
 	waitForStreaming()
+	// A role that is not a superuser: its changes run only once it is trusted.
+	source.Exec(t, sourceDB, "SET ROLE "+app+"; CREATE TABLE app_owned (id int PRIMARY KEY); INSERT INTO app_owned VALUES (1)")
+	select {
+	case err = <-exited:
+	case <-time.After(90 * time.Second):
+		t.Fatalf("migrate did not stop at the change of a role that is not a superuser\n%s", out)
+	}
+	if err == nil || !strings.Contains(out.String(), "comes from a role that is not a superuser") || !strings.Contains(out.String(), "--ddl-roles "+app) {
+		t.Fatalf("migrate at the change of a role that is not a superuser: %v\n%s", err, out)
+	}
+	migrate, out = startCLI(t, append([]string{"migrate", "--ddl-roles", app}, conns...)...)
+	exited = make(chan error, 1)
+	go func() { exited <- migrate.Wait() }()
+	waitForStreaming()
 	want := datatest.Scalar(t, sourceConn, "SELECT pg_current_wal_insert_lsn()::text")
 	for deadline := time.Now().Add(90 * time.Second); !lsnAtLeast(t, datatest.Scalar(t, targetConn, "SELECT coalesce(applied_lsn, '0/0')::text FROM pgleap.replication"), want); {
 		select {
@@ -131,6 +153,9 @@ func TestSchemaChangesDuringStreaming(t *testing.T) {
 	if got := datatest.Scalar(t, targetConn, "SELECT count(*) || ' ' || sum(total) FROM purchases"); got != datatest.Scalar(t, sourceConn, "SELECT count(*) || ' ' || sum(total) FROM purchases") {
 		t.Errorf("purchases on the target: %s", got)
 	}
+	if got := datatest.Scalar(t, targetConn, "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'app_owned'::regclass"); got != app {
+		t.Errorf("the table the role created belongs to %s on the target", got)
+	}
 	if got := datatest.Scalar(t, targetConn, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'customers_name'::regclass"); got != "true" {
 		t.Errorf("the index built concurrently on the source is valid on the target: %s", got)
 	}
@@ -147,7 +172,7 @@ func TestSchemaChangesDuringStreaming(t *testing.T) {
 	if err := <-exited; err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
-	datatest.RequireSameRows(t, sourceConn, targetConn, 5)
+	datatest.RequireSameRows(t, sourceConn, targetConn, 6)
 	if code, stdout, stderr := pgleap(t, nil, append([]string{"cleanup"}, conns...)...); code != exitOK || !strings.Contains(stdout, "capture of schema changes") {
 		t.Errorf("cleanup: exit %d\n%s%s", code, stdout, stderr)
 	}

@@ -165,7 +165,7 @@ streaming from the last change the target committed.`,
 					}
 					fmt.Fprintf(c.stdout, "streaming changes from slot %s: Ctrl-C stops, pgleap migrate resumes\n", result.Copy.Slot)
 				}
-				stats, err := cdc.Stream(ctx, cdc.Options{Source: opts.Source, Target: opts.Target, Logger: c.logger, SkipDDL: skipDDL})
+				stats, err := cdc.Stream(ctx, cdc.Options{Source: opts.Source, Target: opts.Target, Logger: c.logger, SkipDDL: skipDDL, DDLRoles: resolved.DDLRoles})
 				if errors.Is(err, cdc.ErrCutOver) {
 					fmt.Fprintln(c.stdout, "the target took over from the source (pgleap cutover): nothing streams from the source any more")
 					reverse, err := afterCutover(ctx, opts.Source, opts.Target)
@@ -215,6 +215,7 @@ streaming from the last change the target committed.`,
 	flags.BoolVar(&noTargetGuard, "no-target-guard", false, "leave the target database writable for other sessions while changes stream (default: read-only for all but pgleap, so nothing forks it)")
 	flags.IntVar(&copyOpts.Jobs, "jobs", 0, "tables or chunks copied at once (0: one per CPU)")
 	flags.BoolVar(&c.flags.DDL, "ddl", false, "carry schema changes made on the source during the migration: an event trigger records them, the apply runs each on the target at its place among the row changes (needs a superuser or rds_superuser on the source; pgleap.yaml: ddl: true)")
+	flags.StringSliceVar(&c.flags.DDLRoles, "ddl-roles", nil, "roles besides superusers whose captured schema changes run on the target (pgleap.yaml: ddl_roles); another's stop the apply, since code a change calls would run in pgleap's session there")
 	flags.Int64SliceVar(&skipDDL, "skip-ddl", nil, "captured schema changes (by the id the error names) not to run on the target, once their equivalent was run there by hand")
 	flags.StringVar(&copyOpts.SlotName, "slot-name", "", "name of the replication slot to create on the source (default: pgleap_ and a random suffix); refused if it exists")
 	flags.StringVar(&copyOpts.PublicationName, "publication-name", "", "name of the publication to create on the source (default: the slot's pgleap_ name); refused if it exists")

@@ -91,6 +91,7 @@ type applier struct {
 	// the current source transaction the statement each query text is at, and how many
 	// changes it has brought so far.
 	skipDDL    map[int64]bool
+	ddlRoles   map[string]bool // roles trusted to change the schema besides superusers
 	selection  config.TableFilter
 	selected   map[*Relation]bool // by relation description: the selection's verdict
 	ddlNext    map[string]int
@@ -150,7 +151,7 @@ func (p pendingStatement) String() string {
 func newApplier(conn *pgx.Conn, skip map[string]pglogrepl.LSN, applied, orderedUntil pglogrepl.LSN) *applier {
 	return &applier{conn: conn, skip: skip, tables: map[string]*targetTable{}, stmts: map[string]string{}, applied: applied, recorded: applied,
 		handedEnd: applied, lastCommitLSN: applied, net: map[string]*netTable{}, orderedUntil: orderedUntil,
-		skipDDL: map[int64]bool{}, selected: map[*Relation]bool{}, ddlNext: map[string]int{}, logger: slog.New(slog.DiscardHandler)}
+		skipDDL: map[int64]bool{}, ddlRoles: map[string]bool{}, selected: map[*Relation]bool{}, ddlNext: map[string]int{}, logger: slog.New(slog.DiscardHandler)}
 }
 
 // checkRelation compares a relation pgoutput describes with the target's table.

@@ -23,6 +23,11 @@ type DDLError struct {
 
 func (e *DDLError) Error() string {
 	c := e.Command
+	if errors.Is(e.Err, errUntrustedRole) {
+		return fmt.Sprintf("schema change %d (%s by %s) comes from a role that is not a superuser: pgleap does not run it on the target unasked, since code it calls "+
+			"(a function in a default, a trigger) would run in pgleap's own session there; review it (%s), then pass --ddl-roles %s to run the changes of that role, "+
+			"or run its equivalent on the target and pass --skip-ddl %d", c.ID, c.Tag, pg.QuoteIdent(c.Role), abbreviate(e.Statement), c.Role, c.ID)
+	}
 	if e.Statement == "" {
 		return fmt.Sprintf("schema change %d (%s by %s) ran inside a function or a DO block, whose statements pgleap cannot see (the client sent: %s): "+
 			"run its equivalent on the target, then pgleap migrate --skip-ddl %d", c.ID, c.Tag, pg.QuoteIdent(c.Role), abbreviate(c.Query), c.ID)
@@ -41,6 +46,9 @@ func abbreviate(s string) string {
 	}
 	return s
 }
+
+// errUntrustedRole: a captured change of a role that is neither a superuser nor trusted.
+var errUntrustedRole = errors.New("the role is not trusted to change the target's schema")
 
 // isDDLLog reports whether a relation is the source's log of schema changes.
 func isDDLLog(rel *Relation) bool { return rel.Schema == ddl.Schema && rel.Name == ddl.Table }
@@ -80,6 +88,8 @@ func (a *applier) applyDDL(ctx context.Context, c *Change) error {
 		skipped = "it touches nothing the migration selects"
 	case !found:
 		return &DDLError{Command: cmd}
+	case !cmd.Superuser && !a.ddlRoles[cmd.Role]:
+		return &DDLError{Command: cmd, Statement: stmt, Err: errUntrustedRole}
 	}
 	if skipped == "" {
 		if ddl.Concurrent(stmt) {
@@ -229,8 +239,8 @@ func (a *applier) runConcurrentDDL(ctx context.Context, cmd ddl.Command, stmt st
 	return runErr
 }
 
-// ddlRole is the role to run a change as on the target: the source's, where the target
-// has it and pgleap's role may act as it, else "none" (pgleap's own).
+// ddlRole is the role to run a change as on the target: the one that ran it on the
+// source. Never pgleap's own instead: what the change creates would belong to it.
 func (a *applier) ddlRole(ctx context.Context, role string) (string, error) {
 	var may bool
 	err := a.conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = $1)
@@ -239,7 +249,7 @@ func (a *applier) ddlRole(ctx context.Context, role string) (string, error) {
 		return "", err
 	}
 	if !may {
-		return "none", nil
+		return "", fmt.Errorf("role %s, which ran it on the source, does not exist on the target or pgleap's role may not act as it: create it (or GRANT it to pgleap's role) there", pg.QuoteIdent(role))
 	}
 	return role, nil
 }

@@ -35,6 +35,9 @@ type Options struct {
 	// SkipDDL are captured schema changes (by id) not to run on the target: the user ran
 	// their equivalent (pgleap migrate --skip-ddl).
 	SkipDDL []int64
+	// DDLRoles are the roles, besides superusers, whose captured schema changes the apply
+	// runs on the target; another's stops it.
+	DDLRoles []string
 }
 
 // ErrCutOver is returned once pgleap cutover has handed the writes to the target: nothing
@@ -191,6 +194,9 @@ func (s *session) stream(ctx context.Context) error {
 	s.applier.logger = s.opts.Logger
 	for _, id := range s.opts.SkipDDL {
 		s.applier.skipDDL[id] = true
+	}
+	for _, role := range s.opts.DDLRoles {
+		s.applier.ddlRoles[role] = true
 	}
 	if m, ok, err := state.LoadMigration(ctx, s.target); err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"gopkg.in/yaml.v3"
 )
@@ -19,6 +20,9 @@ type Config struct {
 	MaxCopyRate string `yaml:"max_copy_rate"`
 	// DDL carries the schema changes made on the source during the migration (--ddl).
 	DDL bool `yaml:"ddl"`
+	// DDLRoles are the roles, besides superusers, whose captured schema changes run on the
+	// target (--ddl-roles).
+	DDLRoles []string `yaml:"ddl_roles"`
 	// Databases selects the tables of each database of a migration of several (--databases,
 	// --all-databases), by database name; a database not listed takes include and exclude.
 	Databases map[string]TableFilter `yaml:"databases"`
@@ -76,6 +80,7 @@ func Resolve(flags, file Config, getenv func(string) string) Config {
 		Tables:      tables,
 		MaxCopyRate: firstSet(flags.MaxCopyRate, file.MaxCopyRate),
 		DDL:         flags.DDL || file.DDL,
+		DDLRoles:    append(slices.Clip(flags.DDLRoles), file.DDLRoles...),
 		Databases:   file.Databases,
 	}
 }

@@ -37,12 +37,15 @@ CREATE TABLE IF NOT EXISTS pgleap_ddl.ddl_log (
   objects text NOT NULL,
   query text NOT NULL,
   search_path text NOT NULL,
-  role text NOT NULL
+  role text NOT NULL,
+  superuser boolean NOT NULL DEFAULT false
 );
+ALTER TABLE pgleap_ddl.ddl_log ADD COLUMN IF NOT EXISTS superuser boolean NOT NULL DEFAULT false;
 CREATE OR REPLACE FUNCTION pgleap_ddl.record(captured_event text, captured_tag text, caller_search_path text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $record$
 DECLARE
   r record;
+  caller name;
   objects text[] := '{}';
   new_tables oid[] := '{}';
   t oid;
@@ -74,19 +77,28 @@ BEGIN
   IF cardinality(objects) = 0 THEN
     RETURN;
   END IF;
-  INSERT INTO pgleap_ddl.ddl_log (tag, objects, query, search_path, role)
-  VALUES (captured_tag, array_to_string(objects, E'\n'), coalesce(current_query(), ''), caller_search_path,
-          CASE WHEN current_setting('role') = 'none' THEN session_user ELSE current_setting('role') END);
+  caller := CASE WHEN current_setting('role') = 'none' THEN session_user ELSE current_setting('role') END;
+  INSERT INTO pgleap_ddl.ddl_log (tag, objects, query, search_path, role, superuser)
+  VALUES (captured_tag, array_to_string(objects, E'\n'), coalesce(current_query(), ''), caller_search_path, caller,
+          coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = caller), false));
   PERFORM set_config('pgleap_ddl.recording', 'on', true); -- what follows is pgleap's own
   FOREACH t IN ARRAY new_tables LOOP
     -- Published without a key, the table would refuse its updates and deletes.
-    IF (SELECT relreplident = 'd' FROM pg_class WHERE oid = t)
+    IF (SELECT relreplident = 'd' AND relpersistence = 'p' AND relkind = 'r' FROM pg_class WHERE oid = t)
        AND NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = t AND contype = 'p') THEN
       EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', t::regclass);
     END IF;
+    -- Unlogged tables cannot be published, nor partitioned ones on 12 (their partitions
+    -- are, as they are created); a failure must not fail the application's command.
+    CONTINUE WHEN (SELECT relpersistence <> 'p' OR (relkind = 'p' AND current_setting('server_version_num')::int < 130000)
+                   FROM pg_class WHERE oid = t);
     FOR p IN SELECT pub.pubname FROM pg_publication pub JOIN pg_publication_rel pr ON pr.prpubid = pub.oid
              WHERE pr.prrelid = 'pgleap_ddl.ddl_log'::regclass LOOP
-      EXECUTE format('ALTER PUBLICATION %I ADD TABLE ONLY %s', p, t::regclass);
+      BEGIN
+        EXECUTE format('ALTER PUBLICATION %I ADD TABLE ONLY %s', p, t::regclass);
+      EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pgleap: table % could not join publication %: %; its rows do not reach the target', t::regclass, p, SQLERRM;
+      END;
     END LOOP;
   END LOOP;
   PERFORM set_config('pgleap_ddl.recording', '', true);
@@ -189,6 +201,8 @@ type Command struct {
 	Query      string // the text of the whole statement the client sent
 	SearchPath string
 	Role       string
+	// Superuser: the role was a superuser on the source when it ran the command.
+	Superuser bool
 }
 
 // CommandFromRow reads a command from a log row's columns, by name, in text form.
@@ -213,6 +227,8 @@ func CommandFromRow(columns []string, values [][]byte) (Command, error) {
 			c.SearchPath = v
 		case "role":
 			c.Role = v
+		case "superuser":
+			c.Superuser = v == "t" || v == "true"
 		}
 	}
 	if c.ID == 0 || c.Tag == "" {
