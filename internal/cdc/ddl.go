@@ -73,7 +73,7 @@ func (a *applier) applyDDL(ctx context.Context, c *Change) error {
 	if err != nil {
 		return err
 	}
-	stmt, next, found := ddl.Statement(ddl.Split(cmd.Query), cmd.Tag, a.ddlNext[cmd.Query])
+	stmt, next, found := ddl.Statement(ddl.Split(cmd.Query), cmd.Tag, ddl.ObjectNames(cmd.Objects), a.ddlNext[cmd.Query])
 	if found {
 		a.ddlNext[cmd.Query] = next
 	}
@@ -142,24 +142,30 @@ func (a *applier) forgetStatements(ctx context.Context) error {
 	return nil
 }
 
-// ddlSelected reports whether a change touches anything the migration selects: an object
-// in a schema it does not exclude, and, for a table, one it selects.
+// ddlSelected reports whether a change touches anything the migration selects. The tables
+// it touches decide (an index's or a trigger's is among them): one selected is enough.
+// Without a table, an object in a schema the selection does not exclude is enough.
 func (a *applier) ddlSelected(cmd ddl.Command) bool {
 	if a.selection.Include == nil && a.selection.Exclude == nil {
 		return true
 	}
+	var tables, selectedTables, inSchemas int
 	for _, o := range cmd.Objects {
 		kind, schema, name := ddl.ParseObject(o)
 		switch {
-		case schema == "":
-			return true // not in a schema, or one it cannot tell: run it
-		case a.selection.ExcludesSchema(schema):
-		case (kind == "table" || kind == "foreign table") && !a.selection.Selects(schema, name):
-		default:
-			return true
+		case kind == "table" || kind == "foreign table":
+			tables++
+			if a.selection.Selects(schema, name) {
+				selectedTables++
+			}
+		case schema == "" || !a.selection.ExcludesSchema(schema):
+			inSchemas++ // not in a schema, or one it cannot tell, or one the selection keeps
 		}
 	}
-	return false
+	if tables > 0 {
+		return selectedTables > 0
+	}
+	return inSchemas > 0
 }
 
 // runDDL runs a change in the group's target transaction, as the role that ran it on the

@@ -3,6 +3,7 @@ package ddl
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -68,6 +69,14 @@ BEGIN
     FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
       CONTINUE WHEN r.schema_name LIKE 'pg\_temp%' OR r.in_extension OR coalesce(r.schema_name, r.object_identity) IN ('pgleap_ddl', 'pgleap');
       objects := objects || (r.object_type || E'\t' || coalesce(r.schema_name, '') || E'\t' || coalesce(r.object_identity, ''));
+      -- An index or a trigger goes with its table: the statement names the table, and the
+      -- selection is by table.
+      IF r.object_type IN ('index', 'trigger') THEN
+        objects := objects || (SELECT 'table' || E'\t' || n.nspname || E'\t' || c.oid::regclass::text
+                               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                               WHERE c.oid = CASE WHEN r.object_type = 'index' THEN (SELECT indrelid FROM pg_index WHERE indexrelid = r.objid)
+                                                  ELSE (SELECT tgrelid FROM pg_trigger WHERE oid = r.objid) END);
+      END IF;
       IF r.object_type = 'table' AND r.command_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO')
          AND (NOT (SELECT relispartition FROM pg_class WHERE oid = r.objid) OR current_setting('server_version_num')::int < 130000) THEN
         new_tables := new_tables || r.objid;
@@ -255,6 +264,23 @@ func ParseObject(object string) (kind, schema, name string) {
 	}
 	parts = splitIdentity(identity)
 	return kind, schema, unquote(parts[len(parts)-1])
+}
+
+// ObjectNames are the names a command's objects go by in its statement: each one's name,
+// or a schema's own; those that have none a statement would show (a function's
+// signature, a trigger "t on s.r") are left out.
+func ObjectNames(objects []string) []string {
+	var names []string
+	for _, o := range objects {
+		kind, schema, name := ParseObject(o)
+		if kind == "schema" {
+			name = schema
+		}
+		if name != "" && !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	return names
 }
 
 // splitIdentity splits a dotted identity at the dots outside double quotes.

@@ -160,3 +160,63 @@ func leadingWords(stmt string, n int) []string {
 	}
 	return words
 }
+
+// statementWords are all the keywords and plain names of a statement, upper-cased, past
+// comments, literals and quoted names.
+func statementWords(stmt string) []string {
+	var words []string
+	scanWords(stmt, func(word string, quoted bool) {
+		if !quoted {
+			words = append(words, strings.ToUpper(word))
+		}
+	})
+	return words
+}
+
+// statementNames are the names a statement may use: its plain words folded to lower case
+// as PostgreSQL folds them, and its quoted names as written.
+func statementNames(stmt string) []string {
+	var names []string
+	scanWords(stmt, func(word string, quoted bool) {
+		if !quoted {
+			word = strings.ToLower(word)
+		}
+		names = append(names, word)
+	})
+	return names
+}
+
+// scanWords calls word for each word of a statement, and each quoted name, unquoted.
+func scanWords(stmt string, word func(w string, quoted bool)) {
+	for i := 0; i < len(stmt); {
+		c := stmt[i]
+		switch {
+		case strings.HasPrefix(stmt[i:], "--"):
+			if end := strings.IndexByte(stmt[i:], '\n'); end >= 0 {
+				i += end + 1
+			} else {
+				i = len(stmt)
+			}
+		case strings.HasPrefix(stmt[i:], "/*"):
+			i = skipBlockComment(stmt, i)
+		case c == '\'':
+			escapes := i > 0 && (stmt[i-1] == 'E' || stmt[i-1] == 'e')
+			i = skipQuoted(stmt, i, '\'', escapes)
+		case c == '$' && (i == 0 || !isIdentChar(stmt[i-1])):
+			i = skipDollarQuoted(stmt, i)
+		case c == '"':
+			end := skipQuoted(stmt, i, '"', false)
+			word(strings.ReplaceAll(stmt[i+1:max(i+1, end-1)], `""`, `"`), true)
+			i = end
+		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c >= 0x80:
+			j := i
+			for j < len(stmt) && isIdentChar(stmt[j]) {
+				j++
+			}
+			word(stmt[i:j], false)
+			i = j
+		default:
+			i++
+		}
+	}
+}

@@ -20,34 +20,54 @@ func matches(stmt, tag string) bool {
 	}
 	rest := words[1:]
 	if len(tagWords) > 1 && tagWords[0] != "SELECT" {
-		// The command's second word follows the first, past fillers only.
+		// The command's second word follows the first, past fillers only (the word itself
+		// first: ALTER DEFAULT PRIVILEGES).
 		i := 0
-		for i < len(rest) && slices.Contains(fillers, rest[i]) {
+		for i < len(rest) && rest[i] != tagWords[1] && slices.Contains(fillers, rest[i]) {
 			i++
 		}
 		if i == len(rest) || rest[i] != tagWords[1] {
 			return false
 		}
-		rest, tagWords = rest[i+1:], tagWords[1:]
+		tagWords = tagWords[1:]
 	}
-	// Any further word (CREATE TABLE ... AS, SELECT ... INTO) comes later, in order.
+	// Any further word (CREATE TABLE t (a, b) AS, SELECT count(*) INTO) comes later, in order.
+	all := statementWords(stmt)
+	at := 0
 	for _, w := range tagWords[1:] {
-		i := slices.Index(rest, w)
+		i := slices.Index(all[at:], w)
 		if i < 0 {
 			return false
 		}
-		rest = rest[i+1:]
+		at += i + 1
 	}
 	return true
 }
 
+// namesAny reports whether a statement names one of the objects (their unquoted names, as
+// ObjectNames gives them): as a plain word folded to lower case, or quoted. With no names
+// to look for, any statement does.
+func namesAny(stmt string, objects []string) bool {
+	if len(objects) == 0 {
+		return true
+	}
+	for _, w := range statementNames(stmt) {
+		if slices.Contains(objects, w) {
+			return true
+		}
+	}
+	return false
+}
+
 // Statement picks, among a query's statements from index from on, the first that a
-// command with this tag runs, and returns it with the index after it. ok is false when
-// none does: the command ran inside a function or a DO block, whose statements the query
-// text does not show.
-func Statement(statements []string, tag string, from int) (stmt string, next int, ok bool) {
+// command with this tag runs and that names one of the objects it touched (ObjectNames),
+// and returns it with the index after it: a statement that recorded nothing (a temporary
+// table, an IF EXISTS that found nothing) is passed over. ok is false when none does: the
+// command ran inside a function or a DO block, whose statements the query text does not
+// show.
+func Statement(statements []string, tag string, objects []string, from int) (stmt string, next int, ok bool) {
 	for i := from; i < len(statements); i++ {
-		if matches(statements[i], tag) {
+		if matches(statements[i], tag) && namesAny(statements[i], objects) {
 			return statements[i], i + 1, true
 		}
 	}

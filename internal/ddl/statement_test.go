@@ -31,28 +31,43 @@ func TestSplit(t *testing.T) {
 func TestStatement(t *testing.T) {
 	for _, tt := range []struct {
 		name, query, tag string
+		objects          []string
 		from             int
 		want             string
 		wantNext         int
 	}{
-		{"alone", "ALTER TABLE t ADD c int", "ALTER TABLE", 0, "ALTER TABLE t ADD c int", 1},
-		{"after a write", "INSERT INTO t VALUES (1); ALTER TABLE t ADD c int", "ALTER TABLE", 0, "ALTER TABLE t ADD c int", 2},
-		{"the second of two", "ALTER TABLE a ADD c int; ALTER TABLE b ADD c int", "ALTER TABLE", 1, "ALTER TABLE b ADD c int", 2},
-		{"unique index", "create unique index on t (c)", "CREATE INDEX", 0, "create unique index on t (c)", 1},
-		{"or replace", "CREATE OR REPLACE FUNCTION f() RETURNS int AS $$ SELECT 1 $$ LANGUAGE sql", "CREATE FUNCTION", 0, "CREATE OR REPLACE FUNCTION f() RETURNS int AS $$ SELECT 1 $$ LANGUAGE sql", 1},
-		{"table as", "CREATE TABLE t2 AS SELECT * FROM t", "CREATE TABLE AS", 0, "CREATE TABLE t2 AS SELECT * FROM t", 1},
-		{"a table named index", "CREATE TABLE index (id int); CREATE INDEX ON index (id)", "CREATE INDEX", 0, "CREATE INDEX ON index (id)", 2},
-		{"comment first", "/* migration 42 */ ALTER TABLE t DROP c", "ALTER TABLE", 0, "/* migration 42 */ ALTER TABLE t DROP c", 1},
-		{"inside a DO block", "DO $$ BEGIN EXECUTE 'ALTER TABLE t ADD c int'; END $$", "ALTER TABLE", 0, "", 0},
-		{"inside a function", "SELECT add_column()", "ALTER TABLE", 0, "", 0},
-		{"materialized view is not a view", "CREATE MATERIALIZED VIEW v AS SELECT 1", "CREATE VIEW", 0, "", 0},
+		{"alone", "ALTER TABLE t ADD c int", "ALTER TABLE", []string{"t"}, 0, "ALTER TABLE t ADD c int", 1},
+		{"after a write", "INSERT INTO t VALUES (1); ALTER TABLE t ADD c int", "ALTER TABLE", []string{"t"}, 0, "ALTER TABLE t ADD c int", 2},
+		{"the second of two", "ALTER TABLE a ADD c int; ALTER TABLE b ADD c int", "ALTER TABLE", []string{"b"}, 1, "ALTER TABLE b ADD c int", 2},
+		{"by its object", "ALTER TABLE a ADD c int; ALTER TABLE b ADD c int", "ALTER TABLE", []string{"b"}, 0, "ALTER TABLE b ADD c int", 2},
+		{"unique index", "create unique index on t (c)", "CREATE INDEX", []string{"t_c_idx", "t"}, 0, "create unique index on t (c)", 1},
+		{"or replace", "CREATE OR REPLACE FUNCTION f() RETURNS int AS $$ SELECT 1 $$ LANGUAGE sql", "CREATE FUNCTION", nil, 0, "CREATE OR REPLACE FUNCTION f() RETURNS int AS $$ SELECT 1 $$ LANGUAGE sql", 1},
+		{"table as", "CREATE TABLE t2 AS SELECT * FROM t", "CREATE TABLE AS", []string{"t2"}, 0, "CREATE TABLE t2 AS SELECT * FROM t", 1},
+		{"table as with columns", "CREATE TABLE t2 (a, b) AS SELECT 1, 2", "CREATE TABLE AS", []string{"t2"}, 0, "CREATE TABLE t2 (a, b) AS SELECT 1, 2", 1},
+		{"a table named index", "CREATE TABLE index (id int); CREATE INDEX ON index (id)", "CREATE INDEX", []string{"index_id_idx", "index"}, 0, "CREATE INDEX ON index (id)", 2},
+		{"a temporary table records nothing", "CREATE TEMP TABLE tmp (id int); CREATE TABLE real (id int)", "CREATE TABLE", []string{"real"}, 0, "CREATE TABLE real (id int)", 2},
+		{"an IF EXISTS that found nothing", "DROP TABLE IF EXISTS gone; DROP TABLE keep", "DROP TABLE", []string{"keep", "keep_pkey"}, 0, "DROP TABLE keep", 2},
+		{"a quoted name", `ALTER TABLE "Sales"."Order" ADD c int`, "ALTER TABLE", []string{"Order"}, 0, `ALTER TABLE "Sales"."Order" ADD c int`, 1},
+		{"default privileges", "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO r", "ALTER DEFAULT PRIVILEGES", nil, 0, "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO r", 1},
+		{"comment first", "/* migration 42 */ ALTER TABLE t DROP c", "ALTER TABLE", []string{"t"}, 0, "/* migration 42 */ ALTER TABLE t DROP c", 1},
+		{"inside a DO block", "DO $$ BEGIN EXECUTE 'ALTER TABLE t ADD c int'; END $$", "ALTER TABLE", []string{"t"}, 0, "", 0},
+		{"inside a function", "SELECT add_column()", "ALTER TABLE", []string{"t"}, 0, "", 0},
+		{"inside a function, before a statement of the same tag", "SELECT make_y(); CREATE TABLE x (id int)", "CREATE TABLE", []string{"y"}, 0, "", 0},
+		{"materialized view is not a view", "CREATE MATERIALIZED VIEW v AS SELECT 1", "CREATE VIEW", []string{"v"}, 0, "", 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			got, next, ok := Statement(Split(tt.query), tt.tag, tt.from)
+			got, next, ok := Statement(Split(tt.query), tt.tag, tt.objects, tt.from)
 			if got != tt.want || next != tt.wantNext || ok != (tt.want != "") {
-				t.Errorf("Statement(%q, %q, %d) = %q, %d, %v; want %q, %d", tt.query, tt.tag, tt.from, got, next, ok, tt.want, tt.wantNext)
+				t.Errorf("Statement(%q, %q, %q, %d) = %q, %d, %v; want %q, %d", tt.query, tt.tag, tt.objects, tt.from, got, next, ok, tt.want, tt.wantNext)
 			}
 		})
+	}
+}
+
+func TestObjectNames(t *testing.T) {
+	got := ObjectNames([]string{"sequence\tpublic\tpublic.t_id_seq", "table\tpublic\tpublic.t", "schema\t\textra", "function\tpublic\tpublic.f(integer)", "table\tpublic\tpublic.t", "\t\t"})
+	if want := []string{"t_id_seq", "t", "extra"}; !slices.Equal(got, want) {
+		t.Errorf("ObjectNames = %q, want %q", got, want)
 	}
 }
 
