@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgleap/pgleap/internal/ddl"
 	"github.com/pgleap/pgleap/internal/pg"
@@ -189,7 +188,8 @@ func (a *applier) runDDL(ctx context.Context, tx pgx.Tx, cmd ddl.Command, stmt s
 // runConcurrentDDL runs a change that cannot run in a transaction block (CREATE INDEX
 // CONCURRENTLY), as the source did. Its source transaction holds nothing else, so the
 // group is committed up to the source transaction before, the change runs on its own, and
-// the group goes on. Run again after a crash, it may find its index built already.
+// the group goes on. Run again after a crash, it finds what the crashed run did: an index
+// built (kept), left invalid (dropped and built again) or dropped already.
 func (a *applier) runConcurrentDDL(ctx context.Context, cmd ddl.Command, stmt string) error {
 	if a.curChanges > 0 {
 		return errors.New("it cannot run in a transaction block, and its source transaction holds other changes")
@@ -203,46 +203,39 @@ func (a *applier) runConcurrentDDL(ctx context.Context, cmd ddl.Command, stmt st
 		return err
 	}
 	a.cur, a.group = cur, groupStats{open: true, started: a.now}
+	conn := a.conn
+	index := ""
+	for _, o := range cmd.Objects {
+		if kind, schema, name := ddl.ParseObject(o); kind == "index" {
+			index = pg.QualifiedName(schema, name)
+			break
+		}
+	}
+	if index != "" {
+		var exists, valid bool
+		err := conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, coalesce((SELECT indisvalid FROM pg_catalog.pg_index WHERE indexrelid = to_regclass($1)), false)`,
+			index).Scan(&exists, &valid)
+		switch {
+		case err != nil:
+			return err
+		case strings.HasPrefix(cmd.Tag, "DROP") && !exists, !strings.HasPrefix(cmd.Tag, "DROP") && valid:
+			return nil // done by the run that crashed
+		case !strings.HasPrefix(cmd.Tag, "DROP") && exists:
+			if _, err := conn.Exec(ctx, "DROP INDEX "+index); err != nil { // left invalid
+				return err
+			}
+		}
+	}
 	role, err := a.ddlRole(ctx, cmd.Role)
 	if err != nil {
 		return err
 	}
-	conn := a.conn
 	if _, err := conn.Exec(ctx, "SELECT pg_catalog.set_config('search_path', $1, false), pg_catalog.set_config('role', $2, false)", cmd.SearchPath, role); err != nil {
 		return err
 	}
 	_, runErr := conn.PgConn().Exec(ctx, stmt).ReadAll()
-	if _, err := conn.Exec(ctx, "SELECT pg_catalog.set_config('search_path', '', false), pg_catalog.set_config('role', 'none', false)"); err != nil {
-		return errors.Join(runErr, err)
-	}
-	var pgErr *pgconn.PgError
-	if runErr == nil || !errors.As(runErr, &pgErr) {
-		return runErr
-	}
-	index := ""
-	if len(cmd.Objects) > 0 {
-		if kind, schema, name := ddl.ParseObject(cmd.Objects[0]); kind == "index" {
-			index = pg.QualifiedName(schema, name)
-		}
-	}
-	switch {
-	case pgErr.Code == "42704" && strings.HasPrefix(cmd.Tag, "DROP"): // dropped by the run that crashed
-		return nil
-	case pgErr.Code == "42P07" && index != "":
-		// Built by the run that crashed, or left invalid by it: then built again.
-		var valid bool
-		if err := conn.QueryRow(ctx, "SELECT indisvalid FROM pg_catalog.pg_index WHERE indexrelid = to_regclass($1)", index).Scan(&valid); err != nil {
-			return errors.Join(runErr, err)
-		}
-		if valid {
-			return nil
-		}
-		if _, err := conn.Exec(ctx, "DROP INDEX "+index); err != nil {
-			return errors.Join(runErr, err)
-		}
-		return a.runConcurrentDDL(ctx, cmd, stmt)
-	}
-	return runErr
+	_, resetErr := conn.Exec(ctx, "SELECT pg_catalog.set_config('search_path', '', false), pg_catalog.set_config('role', 'none', false)")
+	return errors.Join(runErr, resetErr)
 }
 
 // ddlRole is the role to run a change as on the target: the one that ran it on the
