@@ -28,6 +28,8 @@ type cutoverSetup struct {
 	sourceConn, targetConn string
 	appRole                string
 	migrate                *migrateProcess
+	// whileCutOver, when set, runs between the cutover and the rollback.
+	whileCutOver func()
 }
 
 type migrateProcess struct {
@@ -298,7 +300,22 @@ func TestCutoverAndRollbackWithLeastPrivileges(t *testing.T) {
 	if sourceMajor > pgtest.TargetMajor() {
 		t.Skipf("the way back as a role that is not a superuser needs an old server of PostgreSQL 15 or later, and the target is %d", pgtest.TargetMajor())
 	}
-	cutOverAndRollBack(t, setUpCutoverAs(t, pgtest.Shared(t, sourceMajor), pgtest.Shared(t, pgtest.TargetMajor()), true))
+	s := setUpCutoverAs(t, pgtest.Shared(t, sourceMajor), pgtest.Shared(t, pgtest.TargetMajor()), true)
+	// The freeze revokes CONNECT and grants it back as it was: with its grant option, and
+	// to the roles still there (one is dropped while the old server is frozen).
+	reporting, gone := "reporting_"+s.sourceDB, "gone_"+s.sourceDB
+	s.source.Exec(t, "postgres", fmt.Sprintf("CREATE ROLE %[1]s LOGIN; CREATE ROLE %[2]s LOGIN; GRANT CONNECT ON DATABASE %[3]s TO %[1]s WITH GRANT OPTION; GRANT CONNECT ON DATABASE %[3]s TO %[2]s",
+		reporting, gone, s.sourceDB))
+	t.Cleanup(func() {
+		s.source.Exec(t, "postgres", fmt.Sprintf("REVOKE ALL ON DATABASE %s FROM %s; DROP ROLE %[2]s; DROP ROLE IF EXISTS %s", s.sourceDB, reporting, gone))
+	})
+	aclBefore := datatest.Scalar(t, s.source.ConnString("postgres"), "SELECT datacl::text FROM pg_database WHERE datname = '"+s.sourceDB+"'")
+	s.whileCutOver = func() { s.source.Exec(t, "postgres", "DROP ROLE "+gone) }
+	cutOverAndRollBack(t, s)
+	aclAfter := datatest.Scalar(t, s.source.ConnString("postgres"), "SELECT datacl::text FROM pg_database WHERE datname = '"+s.sourceDB+"'")
+	if !strings.Contains(aclAfter, reporting+"=c*/") || !strings.Contains(aclAfter, "{=Tc/") && !strings.Contains(aclAfter, ",=Tc/") || strings.Contains(aclAfter, gone) {
+		t.Errorf("the old server's grants after the rollback: %s, were %s", aclAfter, aclBefore)
+	}
 }
 
 func cutOverAndRollBack(t *testing.T, s *cutoverSetup) {
@@ -358,6 +375,9 @@ func cutOverAndRollBack(t *testing.T, s *cutoverSetup) {
 		}
 	}
 
+	if s.whileCutOver != nil {
+		s.whileCutOver()
+	}
 	code, stdout, stderr = pgleap(t, nil, append([]string{"rollback", "--json", "--verify", "full", "--switch-command", "touch " + switchedBack}, conns...)...)
 	r = cutoverJSON{}
 	if err := json.Unmarshal([]byte(stdout), &r); err != nil || code != exitOK || !r.Done {

@@ -2,11 +2,14 @@ package cutover
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgleap/pgleap/internal/pg"
 )
@@ -32,15 +35,19 @@ type freezeUndo struct {
 	// limit, from RevokedConnect, the roles that held it ("" for PUBLIC).
 	ByPrivilege    bool     `json:"by_privilege,omitempty"`
 	RevokedConnect []string `json:"revoked_connect,omitempty"`
+	// GrantOption are those of RevokedConnect that held it WITH GRANT OPTION.
+	GrantOption []string `json:"grant_option,omitempty"`
 }
 
 // connectHoldersSQL lists the roles the database's owner granted CONNECT to, PUBLIC as "",
-// but for those pgleap's role has the privileges of: revoked from them, it could not connect.
-const connectHoldersSQL = `SELECT coalesce(r.rolname, '') FROM pg_catalog.pg_database d
+// and whether WITH GRANT OPTION, but for the owner and pgleap's own role: pgleap, which has
+// the owner's privileges, connects through them. An application's role pgleap is a member
+// of is on the list: left able to connect, its pool would come straight back.
+const connectHoldersSQL = `SELECT coalesce(r.rolname, ''), a.is_grantable FROM pg_catalog.pg_database d
 	CROSS JOIN LATERAL pg_catalog.aclexplode(coalesce(d.datacl, pg_catalog.acldefault('d', d.datdba))) a
 	LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
 	WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT' AND a.grantor = d.datdba
-	  AND (a.grantee = 0 OR NOT pg_catalog.pg_has_role(current_user, a.grantee, 'USAGE'))
+	  AND a.grantee <> d.datdba AND (r.rolname IS NULL OR r.rolname <> current_user)
 	ORDER BY 1`
 
 // readFreezeUndo reads what the freeze will change.
@@ -58,7 +65,15 @@ func readFreezeUndo(ctx context.Context, source *pgx.Conn) (freezeUndo, error) {
 	if u.ByPrivilege = !superuser; u.ByPrivilege {
 		rows, err := source.Query(ctx, connectHoldersSQL)
 		if err == nil {
-			u.RevokedConnect, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			var grantee string
+			var grantable bool
+			_, err = pgx.ForEachRow(rows, []any{&grantee, &grantable}, func() error {
+				u.RevokedConnect = append(u.RevokedConnect, grantee)
+				if grantable {
+					u.GrantOption = append(u.GrantOption, grantee)
+				}
+				return nil
+			})
 		}
 		if err != nil {
 			return u, fmt.Errorf("read who may connect to the source database: %w", err)
@@ -105,7 +120,12 @@ func freeze(ctx context.Context, source *pgx.Conn, u freezeUndo) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("freeze writes on source database %s: %d sessions did not end within 10 s", db, left)
+			var who []string
+			if rows, err := source.Query(ctx, "SELECT DISTINCT usename::text "+otherSessions); err == nil {
+				who, _ = pgx.CollectRows(rows, pgx.RowTo[string])
+			}
+			return fmt.Errorf("freeze writes on source database %s: %d sessions (of %s) did not end within 10 s: a pool that connects as a superuser, "+
+				"or as pgleap's own role, comes straight back; stop it, or run the cutover as a role the application does not use", db, left, strings.Join(who, ", "))
 		}
 		select {
 		case <-ctx.Done():
@@ -122,22 +142,28 @@ func unfreeze(ctx context.Context, source *pgx.Conn, u freezeUndo) error {
 	if u.ReadOnly != "" {
 		readOnly = "ALTER DATABASE " + db + " SET default_transaction_read_only = " + pg.QuoteLiteral(u.ReadOnly)
 	}
-	letIn := fmt.Sprintf("ALTER DATABASE %s CONNECTION LIMIT %d", db, u.ConnectionLimit)
+	letIn := []string{fmt.Sprintf("ALTER DATABASE %s CONNECTION LIMIT %d", db, u.ConnectionLimit)}
 	if u.ByPrivilege {
-		letIn = ""
-		if len(u.RevokedConnect) > 0 {
-			letIn = "GRANT CONNECT ON DATABASE " + db + " TO " + grantees(u.RevokedConnect)
+		// One role at a time: a role dropped meanwhile must not keep the others out.
+		letIn = nil
+		for _, role := range u.RevokedConnect {
+			grant := "GRANT CONNECT ON DATABASE " + db + " TO " + grantees([]string{role})
+			if slices.Contains(u.GrantOption, role) {
+				grant += " WITH GRANT OPTION"
+			}
+			letIn = append(letIn, grant)
 		}
 	}
-	for _, sql := range []string{letIn, readOnly} {
-		if sql == "" {
-			continue
-		}
+	var errs []error
+	for _, sql := range append(letIn, readOnly) {
 		if _, err := source.Exec(ctx, sql); err != nil {
-			return fmt.Errorf("unfreeze source database %s (%s): %w: run it by hand", db, sql, err)
+			if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == "42704" {
+				continue // the role is gone
+			}
+			errs = append(errs, fmt.Errorf("unfreeze source database %s (%s): %w: run it by hand", db, sql, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // grantees is the list of roles for GRANT and REVOKE, "" standing for PUBLIC.

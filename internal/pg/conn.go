@@ -171,6 +171,10 @@ func WithDatabase(connString, database string) string {
 	if u, err := url.Parse(connString); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
 		u.Path = "/" + database
 		u.RawPath = ""
+		query := u.Query() // a dbname parameter would win over the path
+		query.Del("dbname")
+		query.Del("database")
+		u.RawQuery = query.Encode()
 		return u.String()
 	}
 	return strings.TrimSpace(connString) + " dbname='" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(database) + "'"

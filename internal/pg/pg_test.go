@@ -135,6 +135,7 @@ func TestWithDatabase(t *testing.T) {
 		{"host=db1 dbname=postgres", `it's "odd"`, `it's "odd"`},
 		{"postgres://migrator@db1:5432/postgres?sslmode=disable", "shop", "shop"},
 		{"postgresql://db1", "a b", "a b"},
+		{"postgres://db1/postgres?dbname=other&sslmode=disable", "shop", "shop"},
 	} {
 		got := WithDatabase(tt.conn, tt.db)
 		cfg, err := pgx.ParseConfig(got)
