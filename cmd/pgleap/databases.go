@@ -160,22 +160,29 @@ func (c *cli) runDatabases(cmd *cobra.Command) error {
 		if err := createTargetDatabases(ctx, c, resolved.Source, resolved.Target, names); err != nil {
 			return err
 		}
-		// The first copies the roles of the cluster; the others start once it has.
+		// The first copies the roles of the cluster, and the others start once it has: two
+		// at once would both create them. Should it stop first, the next one copies them.
 		var wg sync.WaitGroup
-		firstDone := make(chan struct{})
-		wg.Go(func() {
-			defer close(firstDone)
-			runOne(0)
-		})
-		if err := waitForRoles(ctx, pg.WithDatabase(resolved.Target, names[0]), firstDone); err != nil {
-			wg.Wait()
-			return err
-		}
-		if err := giveTargetDatabasesTheirOwners(ctx, resolved.Source, resolved.Target, names); err != nil {
-			c.logger.Warn("the new target databases keep pgleap's role as owner", "err", err)
-		}
-		for i := 1; i < len(names); i++ {
-			wg.Go(func() { runOne(i) })
+		rolesCopied := false
+		for i := range names {
+			done := make(chan struct{})
+			wg.Go(func() {
+				defer close(done)
+				runOne(i)
+			})
+			if rolesCopied {
+				continue
+			}
+			copied, err := waitForRoles(ctx, pg.WithDatabase(resolved.Target, names[i]), done)
+			if err != nil {
+				wg.Wait()
+				return err
+			}
+			if rolesCopied = copied; copied {
+				if err := giveTargetDatabasesTheirOwners(ctx, resolved.Source, resolved.Target, names); err != nil {
+					c.logger.Warn("the new target databases keep pgleap's role as owner", "err", err)
+				}
+			}
 		}
 		wg.Wait()
 	case "cutover", "rollback":
@@ -260,9 +267,9 @@ func unionPause(ctx context.Context, connString string, names []string) (time.Du
 	return last.Sub(first), true
 }
 
-// waitForRoles waits until the first database's migrate has copied the roles (its state
-// records the step), or has stopped.
-func waitForRoles(ctx context.Context, target string, firstDone <-chan struct{}) error {
+// waitForRoles waits until a database's migrate has copied the roles (its state records
+// the step), or has stopped; copied says which.
+func waitForRoles(ctx context.Context, target string, stopped <-chan struct{}) (copied bool, err error) {
 	for {
 		conn, err := pg.Connect(ctx, pg.Target, target)
 		if err == nil {
@@ -274,14 +281,14 @@ func waitForRoles(ctx context.Context, target string, firstDone <-chan struct{})
 			}
 			conn.Close(context.Background())
 			if err == nil && done {
-				return nil
+				return true, nil
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
-		case <-firstDone:
-			return nil // it stopped, and says why; the others go on and say for themselves
+			return false, ctx.Err()
+		case <-stopped:
+			return false, nil // it says why; the next one copies the roles
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
