@@ -36,7 +36,7 @@ schemas are the same, and no transaction on the source is older than --long-tran
 Then it freezes writes on the source database: every session starts read-only, the
 sessions open are ended (never pgleap's, never replication), and new sessions are refused:
 as a superuser, to every role but superusers (connection limit 0); otherwise CONNECT is
-revoked from PUBLIC and every role pgleap's does not act as. A role that is not a superuser
+revoked from PUBLIC and every role but the database's owner and pgleap's own. A role that is not a superuser
 needs ownership of the database (or its owner's privileges), pg_signal_backend and
 pg_read_all_stats; the preflight names what is missing. With --pgbouncer it first pauses the PgBouncer
 entry the application goes through (PAUSE: clients wait instead of failing; pool_mode must

@@ -626,7 +626,7 @@ func (c *cutover) holdApplyAt(ctx context.Context, lsn pglogrepl.LSN) (int64, er
 // confirmFrozen proves that nothing wrote to the migrated tables since the freeze: the
 // apply, held at the freeze, is let go on to the source's position now and must find no row
 // change on the way. Only a session that turned read-only off could have written (every new
-// session starts read-only, and only superusers, or roles pgleap acts as, may still
+// session starts read-only, and only superusers, the owner or pgleap's own role may still
 // connect); nobody but pgleap may even be connected.
 func (c *cutover) confirmFrozen(ctx context.Context, changesAtFreeze int64) error {
 	rows, err := c.source.Query(ctx, "SELECT format('pid %s (%s, %s)', pid, usename, coalesce(nullif(application_name, ''), 'no application name')) "+otherSessions)

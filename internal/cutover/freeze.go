@@ -19,9 +19,8 @@ import (
 // out, and ends the sessions already open (never pgleap's own, never replication). As a
 // superuser, pgleap sets the database's connection limit to 0, which refuses new sessions
 // of every role but superusers. Any other role would lock itself out that way, so it
-// revokes CONNECT on the database from PUBLIC and from every role it does not act as; a
-// role it acts as (an application connecting as pgleap's own role) still comes in, but
-// read-only. What is left, a session that turns read-only off, the final checks catch: the
+// revokes CONNECT on the database from PUBLIC and from every role but the owner and its
+// own; an application connecting as one of those still comes in, but read-only. What is left, a session that turns read-only off, the final checks catch: the
 // apply held at the freeze must find no row change after it.
 
 // freezeUndo is what the freeze changes, as it was before: recorded on the target first,
