@@ -128,36 +128,18 @@ func onlyComments(s string) bool {
 	return true
 }
 
-// leadingWords are the first n keywords of a statement, upper-cased, past comments.
+// leadingWords are the first n keywords of a statement, upper-cased, past comments, up to
+// the first parenthesis or literal: the words that name the command. A quoted name is
+// "\"", never a keyword.
 func leadingWords(stmt string, n int) []string {
 	var words []string
-	for i := 0; i < len(stmt) && len(words) < n; {
-		c := stmt[i]
-		switch {
-		case strings.HasPrefix(stmt[i:], "--"):
-			if end := strings.IndexByte(stmt[i:], '\n'); end >= 0 {
-				i += end + 1
-			} else {
-				i = len(stmt)
-			}
-		case strings.HasPrefix(stmt[i:], "/*"):
-			i = skipBlockComment(stmt, i)
-		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_':
-			j := i
-			for j < len(stmt) && isIdentChar(stmt[j]) {
-				j++
-			}
-			words = append(words, strings.ToUpper(stmt[i:j]))
-			i = j
-		case c == '"':
-			words = append(words, "\"") // a quoted name: never a keyword
-			i = skipQuoted(stmt, i, '"', false)
-		case c == '(' || c == '\'' || c == '$':
-			return words // past the keywords that name the command
-		default:
-			i++
+	scanWords(stmt, true, func(word string, quoted bool) bool {
+		if quoted {
+			word = `"`
 		}
-	}
+		words = append(words, strings.ToUpper(word))
+		return len(words) < n
+	})
 	return words
 }
 
@@ -165,10 +147,11 @@ func leadingWords(stmt string, n int) []string {
 // comments, literals and quoted names.
 func statementWords(stmt string) []string {
 	var words []string
-	scanWords(stmt, func(word string, quoted bool) {
+	scanWords(stmt, false, func(word string, quoted bool) bool {
 		if !quoted {
 			words = append(words, strings.ToUpper(word))
 		}
+		return true
 	})
 	return words
 }
@@ -177,19 +160,24 @@ func statementWords(stmt string) []string {
 // as PostgreSQL folds them, and its quoted names as written.
 func statementNames(stmt string) []string {
 	var names []string
-	scanWords(stmt, func(word string, quoted bool) {
+	scanWords(stmt, false, func(word string, quoted bool) bool {
 		if !quoted {
 			word = strings.ToLower(word)
 		}
 		names = append(names, word)
+		return true
 	})
 	return names
 }
 
-// scanWords calls word for each word of a statement, and each quoted name, unquoted.
-func scanWords(stmt string, word func(w string, quoted bool)) {
+// scanWords calls word for each word of a statement, and each quoted name, unquoted,
+// until word returns false, or with untilOpen, until a parenthesis or a literal.
+func scanWords(stmt string, untilOpen bool, word func(w string, quoted bool) (more bool)) {
 	for i := 0; i < len(stmt); {
 		c := stmt[i]
+		if untilOpen && (c == '(' || c == '\'' || c == '$') {
+			return
+		}
 		switch {
 		case strings.HasPrefix(stmt[i:], "--"):
 			if end := strings.IndexByte(stmt[i:], '\n'); end >= 0 {
@@ -206,14 +194,18 @@ func scanWords(stmt string, word func(w string, quoted bool)) {
 			i = skipDollarQuoted(stmt, i)
 		case c == '"':
 			end := skipQuoted(stmt, i, '"', false)
-			word(strings.ReplaceAll(stmt[i+1:max(i+1, end-1)], `""`, `"`), true)
+			if !word(strings.ReplaceAll(stmt[i+1:max(i+1, end-1)], `""`, `"`), true) {
+				return
+			}
 			i = end
 		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c >= 0x80:
 			j := i
 			for j < len(stmt) && isIdentChar(stmt[j]) {
 				j++
 			}
-			word(stmt[i:j], false)
+			if !word(stmt[i:j], false) {
+				return
+			}
 			i = j
 		default:
 			i++
