@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgleap/pgleap/internal/pg"
+	"github.com/pgleap/pgleap/internal/schema"
 	"github.com/pgleap/pgleap/internal/state"
 )
 
@@ -271,18 +272,8 @@ func unionPause(ctx context.Context, connString string, names []string) (time.Du
 // the step), or has stopped; copied says which.
 func waitForRoles(ctx context.Context, target string, stopped <-chan struct{}) (copied bool, err error) {
 	for {
-		conn, err := pg.Connect(ctx, pg.Target, target)
-		if err == nil {
-			var done bool
-			err = conn.QueryRow(ctx, `SELECT to_regclass('pgleap.step') IS NOT NULL
-				AND EXISTS (SELECT FROM pgleap.step WHERE id = 'schema:roles')`).Scan(&done)
-			if err != nil && strings.Contains(err.Error(), "does not exist") {
-				err = nil
-			}
-			conn.Close(context.Background())
-			if err == nil && done {
-				return true, nil
-			}
+		if copied, err := rolesCopied(ctx, target); err == nil && copied {
+			return true, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -310,6 +301,21 @@ func missingOnTarget(ctx context.Context, c *cli, target string, names []string)
 		missing[name] = !exists
 	}
 	return missing, nil
+}
+
+// rolesCopied reports whether a database's migration has copied the roles: its state, once
+// there, records the step. An error (the database or its state not there yet) is a no.
+func rolesCopied(ctx context.Context, target string) (bool, error) {
+	conn, err := pg.Connect(ctx, pg.Target, target)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(context.Background())
+	if exists, err := state.Exists(ctx, conn); err != nil || !exists {
+		return false, err
+	}
+	done, err := state.DoneSteps(ctx, conn)
+	return done[schema.StepRoles], err
 }
 
 // sourceDatabase is what a target database is created with.

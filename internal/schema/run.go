@@ -46,9 +46,10 @@ type Result struct {
 	Duration        time.Duration
 }
 
-// Step ids recorded in the target's state.
+// Step ids recorded in the target's state. StepRoles tells a migration of several
+// databases that the roles of the cluster are copied.
 const (
-	stepRoles   = "schema:roles"
+	StepRoles   = "schema:roles"
 	stepPreData = "schema:pre-data"
 )
 
@@ -273,7 +274,7 @@ func (s *Stage) Restore(ctx context.Context) (*Result, error) {
 }
 
 func (s *Stage) restoreRoles(ctx context.Context, res *Result) error {
-	if s.done[stepRoles] {
+	if s.done[StepRoles] {
 		return nil
 	}
 	args := []string{"--roles-only"}
@@ -311,7 +312,7 @@ func (s *Stage) restoreRoles(ctx context.Context, res *Result) error {
 				return fmt.Errorf("create roles: %s: %w", firstLine(stmt), err)
 			}
 		}
-		return state.RecordStep(ctx, tx, stepRoles)
+		return state.RecordStep(ctx, tx, StepRoles)
 	})
 	if err != nil {
 		return err
