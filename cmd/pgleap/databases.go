@@ -116,11 +116,12 @@ func (c *cli) runDatabases(cmd *cobra.Command) error {
 		}
 	}
 	var outputs []*bytes.Buffer
+	var outputMu sync.Mutex // the databases' lines, whole, one at a time
 	out := func(i int) io.Writer {
 		if c.json {
 			return outputs[i] // gathered into one JSON object
 		}
-		return newPrefixWriter(c.stdout, names[i]+": ")
+		return newPrefixWriter(&outputMu, c.stdout, names[i]+": ")
 	}
 	for range names {
 		outputs = append(outputs, &bytes.Buffer{})
@@ -140,13 +141,13 @@ func (c *cli) runDatabases(cmd *cobra.Command) error {
 	runOne := func(i int) {
 		if missing[names[i]] && command != "migrate" {
 			// migrate creates it; until then there is nothing of it to check, watch or cut over.
-			fmt.Fprintf(newPrefixWriter(c.stderr, names[i]+": "), "not on the target yet: pgleap migrate creates it with the source's encoding and locale (pgleap's role needs CREATEDB there)\n")
+			fmt.Fprintf(newPrefixWriter(&outputMu, c.stderr, names[i]+": "), "not on the target yet: pgleap migrate creates it with the source's encoding and locale (pgleap's role needs CREATEDB there)\n")
 			if command != "check" {
 				codes[i] = exitCannotRun
 			}
 			return
 		}
-		stdout, stderr := out(i), newPrefixWriter(c.stderr, names[i]+": ")
+		stdout, stderr := out(i), newPrefixWriter(&outputMu, c.stderr, names[i]+": ")
 		codes[i] = runWith(ctx, c.args, stdout, stderr, c.getenv, runs[i])
 		stderr.flush()
 		if p, ok := stdout.(*prefixWriter); ok {
@@ -466,17 +467,16 @@ func (b *cutoverBarrier) Ready(ctx context.Context, ok bool) error { return b.wa
 func (b *cutoverBarrier) Confirmed(ctx context.Context) error      { return b.wait(ctx, 1, true) }
 
 // prefixWriter writes each line with a prefix, whole lines at a time, to a writer several
-// share.
+// share under mu.
 type prefixWriter struct {
+	mu     *sync.Mutex
 	w      io.Writer
 	prefix string
 	buf    []byte
 }
 
-var prefixWriterMu sync.Mutex
-
-func newPrefixWriter(w io.Writer, prefix string) *prefixWriter {
-	return &prefixWriter{w: w, prefix: prefix}
+func newPrefixWriter(mu *sync.Mutex, w io.Writer, prefix string) *prefixWriter {
+	return &prefixWriter{mu: mu, w: w, prefix: prefix}
 }
 
 // flush writes what is left of a last line without its newline.
@@ -487,8 +487,8 @@ func (p *prefixWriter) flush() {
 }
 
 func (p *prefixWriter) Write(b []byte) (int, error) {
-	prefixWriterMu.Lock()
-	defer prefixWriterMu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.buf = append(p.buf, b...)
 	for {
 		i := bytes.IndexByte(p.buf, '\n')
