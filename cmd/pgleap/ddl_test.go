@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os/exec"
 	"regexp"
 	"strings"
 	"syscall"
@@ -39,11 +40,15 @@ func TestSchemaChangesDuringStreaming(t *testing.T) {
 		!strings.Contains(stdout, "are carried only with") {
 		t.Errorf("check does not report source.ddl_capture (exit %d):\n%s", code, stdout)
 	}
-	migrate, out := startCLI(t, append([]string{"migrate", "--ddl"}, conns...)...)
-	exited := make(chan error, 1)
-	go func() { exited <- migrate.Wait() }()
-	waitForStreaming := func() {
+	var migrate *exec.Cmd
+	var out *pgtest.LockedBuffer
+	var exited chan error
+	// streamWith starts pgleap migrate with these flags and waits until it streams.
+	streamWith := func(flags ...string) {
 		t.Helper()
+		migrate, out = startCLI(t, append(append([]string{"migrate"}, flags...), conns...)...)
+		exited = make(chan error, 1)
+		go func() { exited <- migrate.Wait() }()
 		for datatest.Scalar(t, sourceConn, streamingSQL) != "1" {
 			select {
 			case err := <-exited:
@@ -52,7 +57,7 @@ func TestSchemaChangesDuringStreaming(t *testing.T) {
 			}
 		}
 	}
-	waitForStreaming()
+	streamWith("--ddl")
 	for _, sql := range []string{
 		"BEGIN; ALTER TABLE orders ADD COLUMN total numeric DEFAULT 0; INSERT INTO orders VALUES (101, 'with a total', 5); COMMIT",
 		"UPDATE orders SET total = id * 2 WHERE id <= 50",
@@ -99,10 +104,7 @@ func TestSchemaChangesDuringStreaming(t *testing.T) {
 	// skips it; the writes after it stream.
 	target.Exec(t, targetDB, "BEGIN READ WRITE; ALTER TABLE customers ADD COLUMN vip boolean; COMMIT")
 	source.Exec(t, sourceDB, "UPDATE customers SET vip = id % 2 = 0 WHERE id <= 20; INSERT INTO customers VALUES (101, 'last', true)")
-	migrate, out = startCLI(t, append([]string{"migrate", "--ddl", "--skip-ddl", m[1]}, conns...)...)
-	exited = make(chan error, 1)
-	go func() { exited <- migrate.Wait() }()
-	waitForStreaming()
+	streamWith("--ddl", "--skip-ddl", m[1])
 	// A change that fails on the target stops the apply too; fixed there, the next run runs it.
 	target.Exec(t, targetDB, "BEGIN READ WRITE; CREATE TABLE invoices (id int); COMMIT")
 	source.Exec(t, sourceDB, "CREATE TABLE invoices (id int PRIMARY KEY, amount numeric); INSERT INTO invoices VALUES (1, 10)")
@@ -115,10 +117,7 @@ func TestSchemaChangesDuringStreaming(t *testing.T) {
 		t.Fatalf("migrate at the change that fails on the target: %v\n%s", err, out)
 	}
 	target.Exec(t, targetDB, "BEGIN READ WRITE; DROP TABLE invoices; COMMIT")
-	migrate, out = startCLI(t, append([]string{"migrate"}, conns...)...)
-	exited = make(chan error, 1)
-	go func() { exited <- migrate.Wait() }()
-	waitForStreaming()
+	streamWith()
 	// A role that is not a superuser: its changes run only once it is trusted.
 	source.Exec(t, sourceDB, "SET ROLE "+app+"; CREATE TABLE app_owned (id int PRIMARY KEY); INSERT INTO app_owned VALUES (1)")
 	select {
@@ -129,10 +128,7 @@ func TestSchemaChangesDuringStreaming(t *testing.T) {
 	if err == nil || !strings.Contains(out.String(), "comes from a role that is not a superuser") || !strings.Contains(out.String(), "--ddl-roles "+app) {
 		t.Fatalf("migrate at the change of a role that is not a superuser: %v\n%s", err, out)
 	}
-	migrate, out = startCLI(t, append([]string{"migrate", "--ddl-roles", app}, conns...)...)
-	exited = make(chan error, 1)
-	go func() { exited <- migrate.Wait() }()
-	waitForStreaming()
+	streamWith("--ddl-roles", app)
 	want := datatest.Scalar(t, sourceConn, "SELECT pg_current_wal_insert_lsn()::text")
 	for deadline := time.Now().Add(90 * time.Second); !lsnAtLeast(t, datatest.Scalar(t, targetConn, "SELECT coalesce(applied_lsn, '0/0')::text FROM pgleap.replication"), want); {
 		select {
