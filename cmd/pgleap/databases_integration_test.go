@@ -83,8 +83,9 @@ func TestSeveralDatabases(t *testing.T) {
 			return lsnAtLeast(t, datatest.Scalar(t, target.ConnString(db), "SELECT coalesce(applied_lsn, '0/0')::text FROM pgleap.replication"), want)
 		})
 	}
+	// Each database's check finds its own migration on the target.
 	if code, stdout, stderr := pgleap(t, nil, append([]string{"check"}, conns...)...); code == exitCannotRun ||
-		!strings.Contains(stdout, shop+": ") || !strings.Contains(stdout, crm+": target.migration_state") && !strings.Contains(stdout, crm+":   target.migration_state") {
+		!regexp.MustCompile(`(?m)^`+shop+`: +target\.migration_state`).MatchString(stdout) || !regexp.MustCompile(`(?m)^`+crm+`: +target\.migration_state`).MatchString(stdout) {
 		t.Errorf("check during the migration: exit %d\n%s%s", code, stdout, stderr)
 	}
 	if code, stdout, stderr := pgleap(t, nil, append([]string{"verify"}, conns...)...); code != exitOK {
