@@ -257,10 +257,10 @@ func (a *applier) ddlRole(ctx context.Context, role string) (string, error) {
 // publication whatever the selection), once per description of it rather than matching
 // the glob patterns again for every change.
 func (a *applier) selects(rel *Relation) bool {
-	selected, ok := a.selected[rel]
+	selected, ok := a.selected[rel.ID]
 	if !ok {
 		selected = isDDLLog(rel) || a.selection.Selects(rel.Schema, rel.Name)
-		a.selected[rel] = selected
+		a.selected[rel.ID] = selected
 	}
 	return selected
 }
