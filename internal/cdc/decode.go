@@ -133,9 +133,9 @@ func (d *Decoder) Decode(data []byte) (Message, error) {
 	if len(data) == 0 {
 		return nil, errors.New("decode pgoutput message: empty")
 	}
-	// One copy per message: pglogrepl's values point into data, which the connection's
-	// next read overwrites.
-	data = append([]byte(nil), data...)
+	// data is the connection's buffer, which its next read overwrites: nothing may point
+	// into it after Decode. pglogrepl copies column values and names out of it; the one
+	// thing it leaves pointing in, a logical decoding message's content, is not kept.
 	msg, err := parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("decode pgoutput message %q: %w", data[0], err)

@@ -137,6 +137,35 @@ func TestDecode(t *testing.T) {
 	}
 }
 
+// The connection reuses its buffer for the next message: what Decode returns must not
+// point into it.
+func TestDecodeKeepsNothingOfItsInput(t *testing.T) {
+	d := NewDecoder()
+	relMsg := relationMessage(16384, "public", "orders", 'd', [2]string{"id", "key"}, [2]string{"note", ""}, [2]string{"qty", ""})
+	m, err := d.Decode(relMsg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel := m.(*Relation)
+	insert := change('I', 16384, []byte{'N'}, tuple("1", "x", "2"))
+	m, err = d.Decode(insert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, buf := range [][]byte{relMsg, insert} {
+		for i := range buf {
+			buf[i] = '#'
+		}
+	}
+	c := m.(Change)
+	if rel.Schema != "public" || rel.Name != "orders" || rel.Columns[1].Name != "note" {
+		t.Errorf("relation changed with its message's buffer: %+v", rel)
+	}
+	if string(c.New[0].Data) != "1" || string(c.New[1].Data) != "x" || string(c.New[2].Data) != "2" {
+		t.Errorf("values changed with their message's buffer: %q %q %q", c.New[0].Data, c.New[1].Data, c.New[2].Data)
+	}
+}
+
 // FuzzDecode feeds the decoder arbitrary messages after a known relation: it must return
 // an error or a well-formed message, never panic, and never a change whose rows do not fit
 // its relation.

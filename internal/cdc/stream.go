@@ -307,9 +307,17 @@ func (s *session) loop(ctx context.Context) error {
 		}
 		// While gathering a batch, or while a closed group commits and the next waits for
 		// it, come back soon: to take what there is, or to hand the next group over.
+		// The wait runs from when it was set, not from each message: setting a socket's
+		// deadline costs a timer change, which for every message showed in profiles.
 		waiting := s.applier.group.open && s.applier.inflight != nil
-		if (gather.on || waiting) && now.Add(gatherWait).Before(deadline) {
-			deadline = now.Add(gatherWait)
+		if gather.on || waiting {
+			soon := now.Add(gatherWait)
+			if now.Before(readDeadline) && readDeadline.Before(soon) {
+				soon = readDeadline
+			}
+			if soon.Before(deadline) {
+				deadline = soon
+			}
 		}
 		// A deadline already past would make ReceiveMessage return at once without reading:
 		// do what is due first.

@@ -1,9 +1,11 @@
 package pg
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"slices"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // Side says which of the two servers of a migration a connection belongs to.
@@ -33,6 +36,9 @@ var SessionSettings = map[string]string{
 }
 
 const applicationName = "pgleap"
+
+// replicationReadBuffer is how much a replication connection reads from its socket at once.
+const replicationReadBuffer = 256 << 10
 
 // ConnectError is a connection to a side that could not be opened.
 type ConnectError struct {
@@ -153,6 +159,11 @@ func ConnectReplication(ctx context.Context, connString, applicationName string)
 	cfg.RuntimeParams["replication"] = "database"
 	if applicationName != "" {
 		cfg.RuntimeParams["application_name"] = applicationName
+	}
+	// A backlog streams as hundreds of thousands of small messages: read them from the
+	// socket many at once, not 8 kB at a time.
+	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		return pgproto3.NewFrontend(bufio.NewReaderSize(r, replicationReadBuffer), w)
 	}
 	conn, err := pgconn.ConnectConfig(ctx, &cfg.Config)
 	if err != nil {
