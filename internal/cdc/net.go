@@ -297,7 +297,9 @@ func (t *netTable) statements(types map[string]string) (netStatements, error) {
 			arrays = append(arrays, fmt.Sprintf("$%d::text[]", len(params)))
 		}
 		for col, written := range []byte(sig) {
-			if written != '1' {
+			// A key column is matched, not written: a row whose key changed is never
+			// collapsed (collapse), so the new value is the one matched.
+			if written != '1' || rel.Columns[col].Key {
 				continue
 			}
 			alias := "c" + strconv.Itoa(col)

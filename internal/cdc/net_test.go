@@ -121,3 +121,39 @@ func TestTextFormats(t *testing.T) {
 		t.Errorf("writeCopyRow = %q, want %q", b.String(), want)
 	}
 }
+
+func TestNetStatements(t *testing.T) {
+	rel := &Relation{Schema: "public", Name: "t", Identity: 'd', Columns: []Column{{Name: "id", Key: true}, {Name: "a"}, {Name: "b"}}}
+	types := map[string]string{"id": "integer", "a": "text", "b": "text"}
+	n := &netTable{rel: rel, rows: map[string]*netRow{}}
+	for _, c := range []*Change{
+		{Kind: Update, Rel: rel, New: textValues("1", "a1", "b1")},
+		{Kind: Update, Rel: rel, New: textValues("2", "a2", "b2")},
+		{Kind: Update, Rel: rel, New: textValues("3", "\x01", "\x01")}, // only unsent TOAST values
+		{Kind: Delete, Rel: rel, Old: textValues("4", "\x00", "\x00")},
+	} {
+		if !n.collapse(c) {
+			t.Fatalf("%s refused", c.Kind)
+		}
+	}
+	stmts, err := n.statements(types)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stmts.updates) != 2 || len(stmts.deletes) != 1 || stmts.inserts != nil {
+		t.Fatalf("statements = %+v", stmts)
+	}
+	// The key is matched, never written; the row with nothing to write is only checked.
+	if got, want := stmts.updates[0].sql, `UPDATE "public"."t" t SET "a" = v.c1::text, "b" = v.c2::text FROM unnest($1::text[], $2::text[], $3::text[]) AS v(k0, c1, c2) WHERE t."id" = v.k0::integer`; got != want {
+		t.Errorf("update:\n got %s\nwant %s", got, want)
+	}
+	if got := string(bytes.Join(stmts.updates[0].params, []byte(" "))); got != `{"1","2"} {"a1","a2"} {"b1","b2"}` {
+		t.Errorf("update parameters: %s", got)
+	}
+	if got, want := stmts.updates[1].sql, `SELECT FROM "public"."t" t, unnest($1::text[]) AS v(k0) WHERE t."id" = v.k0::integer`; got != want {
+		t.Errorf("check of unsent values:\n got %s\nwant %s", got, want)
+	}
+	if got, want := stmts.deletes[0].sql, `DELETE FROM "public"."t" t USING unnest($1::text[]) AS v(k0) WHERE t."id" = v.k0::integer`; got != want {
+		t.Errorf("delete:\n got %s\nwant %s", got, want)
+	}
+}
