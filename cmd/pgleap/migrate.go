@@ -437,6 +437,10 @@ func (c *cli) output(v any, writeText func(io.Writer) error) error {
 
 func writeFullLoadResult(w io.Writer, r *datacopy.FullLoadResult) error {
 	c := r.Copy
+	if r.CompletedEarlier {
+		_, err := fmt.Fprintln(w, "full load: completed by an earlier run")
+		return err
+	}
 	if _, err := fmt.Fprintf(w, "full load done in %s: %d rows, %s in %d units (%d done by an earlier run), %d large objects; %d tables analyzed\n",
 		r.Duration.Round(time.Millisecond), c.Rows, monitor.HumanBytes(c.Bytes), c.Items, c.ItemsDoneEarlier, c.LargeObjects, r.Analyzed); err != nil {
 		return err

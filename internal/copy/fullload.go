@@ -15,10 +15,13 @@ import (
 
 // FullLoadResult says what a full load did.
 type FullLoadResult struct {
-	Schema   *schema.Result
-	Copy     *Result
-	Analyzed int
-	Duration time.Duration
+	// CompletedEarlier: an earlier run finished the full load, and this one only checked
+	// that; Schema is then nil, and Copy names only the slot and publication.
+	CompletedEarlier bool `json:",omitempty"`
+	Schema           *schema.Result
+	Copy             *Result
+	Analyzed         int
+	Duration         time.Duration
 }
 
 // FullLoad brings the target to "every row copied, every index and constraint built":
@@ -26,6 +29,11 @@ type FullLoadResult struct {
 // its rows are in while other tables still copy, then autovacuum set back as on the source.
 func FullLoad(ctx context.Context, schemaOpts schema.Options, copyOpts Options) (*FullLoadResult, error) {
 	start := time.Now()
+	if copyOpts.Follow {
+		if res, err := completedEarlier(ctx, schemaOpts); err != nil || res != nil {
+			return res, err
+		}
+	}
 	schemaOpts.Analyze = true
 	stage, err := schema.Prepare(ctx, schemaOpts)
 	if err != nil {
@@ -76,6 +84,44 @@ func FullLoad(ctx context.Context, schemaOpts schema.Options, copyOpts Options) 
 	}
 	res.Duration = time.Since(start)
 	return res, nil
+}
+
+// completedEarlier returns the result of a full load an earlier run finished, with the slot
+// changes stream from, or nil when there is none. A restarted migrate then goes straight to
+// the stream: the schema stage, the copy and the post-data would each connect and find
+// nothing to do, which delays the catching up by the time of a dozen connections.
+func completedEarlier(ctx context.Context, opts schema.Options) (*FullLoadResult, error) {
+	start := time.Now()
+	source, target, err := pg.ConnectBoth(ctx, opts.Source, opts.Target)
+	if err != nil {
+		return nil, err
+	}
+	defer source.Close(context.WithoutCancel(ctx))
+	defer target.Close(context.WithoutCancel(ctx))
+	if exists, err := state.Exists(ctx, target); err != nil || !exists {
+		return nil, err
+	}
+	version, err := pg.ServerVersion(ctx, source)
+	if err != nil {
+		return nil, err
+	}
+	// The same checks as a full load's: the state is brought up to date, and it must
+	// record this migration.
+	if err := schema.BeginMigration(ctx, source, target, version.Major, opts.Tables); err != nil {
+		return nil, err
+	}
+	switch phase, _, err := state.Phase(ctx, target); {
+	case err != nil:
+		return nil, err
+	case phase != state.PhaseCopied && phase != state.PhaseStreaming && phase != state.PhaseCutover:
+		return nil, nil
+	}
+	repl, ok, err := state.LoadReplication(ctx, target)
+	if err != nil || !ok || repl.StartLSN == 0 {
+		return nil, err // a copy made with --no-follow: the full load creates the slot
+	}
+	return &FullLoadResult{CompletedEarlier: true, Duration: time.Since(start),
+		Copy: &Result{Slot: repl.Slot, Publication: repl.Publication, StreamStartLSN: repl.StartLSN.String()}}, nil
 }
 
 // restoreAutovacuum gives each loaded table the autovacuum setting it has on the source.

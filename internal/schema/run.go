@@ -90,6 +90,21 @@ func Prepare(ctx context.Context, opts Options) (*Stage, error) {
 	return s, nil
 }
 
+// BeginMigration brings pgleap's state on the target up to date and records the migration
+// from the source's database of this major with this selection, or checks that the one
+// recorded is the same: a rerun resumes, it does not mix two migrations.
+func BeginMigration(ctx context.Context, source, target *pgx.Conn, sourceMajor int, tables config.TableFilter) error {
+	if err := state.Init(ctx, target); err != nil {
+		return err
+	}
+	var database string
+	if err := source.QueryRow(ctx, "SELECT current_database()").Scan(&database); err != nil {
+		return fmt.Errorf("read source database name: %w", err)
+	}
+	return state.Begin(ctx, target, state.Migration{SourceDatabase: database, SourceMajor: sourceMajor,
+		Include: tables.Include, Exclude: tables.Exclude})
+}
+
 func (s *Stage) prepare(ctx context.Context) error {
 	version, err := pg.ServerVersion(ctx, s.source)
 	if err != nil {
@@ -99,16 +114,7 @@ func (s *Stage) prepare(ctx context.Context) error {
 		return err
 	}
 	s.opts.Logger.Info("using PostgreSQL client tools", "pg_dump", s.tools.PgDump, "version", s.tools.Version)
-	if err := state.Init(ctx, s.target); err != nil {
-		return err
-	}
-	var database string
-	if err := s.source.QueryRow(ctx, "SELECT current_database()").Scan(&database); err != nil {
-		return fmt.Errorf("read source database name: %w", err)
-	}
-	err = state.Begin(ctx, s.target, state.Migration{SourceDatabase: database, SourceMajor: version.Major,
-		Include: s.opts.Tables.Include, Exclude: s.opts.Tables.Exclude})
-	if err != nil {
+	if err := BeginMigration(ctx, s.source, s.target, version.Major, s.opts.Tables); err != nil {
 		return err
 	}
 	if s.done, err = state.DoneSteps(ctx, s.target); err != nil {
