@@ -55,6 +55,7 @@ type config struct {
 	steady, wait             time.Duration
 	rate                     int
 	pgleapBin                string
+	compareBin               string
 	profileDir               string
 }
 
@@ -71,6 +72,7 @@ func main() {
 	fs.IntVar(&cfg.rate, "rate", 0, "pgbench transactions per second in the steady run (0: half the rate pgbench reached writing the backlog)")
 	fs.DurationVar(&cfg.wait, "wait", 10*time.Minute, "give up on a follower that has not caught up after this long")
 	fs.StringVar(&cfg.pgleapBin, "pgleap", "", "pgleap binary (default: build ./cmd/pgleap into bin/pgleap)")
+	fs.StringVar(&cfg.compareBin, "compare", "", "a second pgleap binary: rounds alternate between the two, and each gets its own median")
 	fs.StringVar(&cfg.profileDir, "profile", "", "write a CPU profile of each pgleap drain into this directory")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -81,6 +83,12 @@ func main() {
 	if cfg.scale < 1 || cfg.transactions < cfg.clients || cfg.clients < 1 || cfg.rounds < 1 {
 		fmt.Fprintln(os.Stderr, "cdc: -scale, -clients and -rounds must be positive, -transactions at least -clients")
 		os.Exit(2)
+	}
+	if cfg.compareBin != "" {
+		if _, err := os.Stat(cfg.compareBin); err != nil {
+			fmt.Fprintln(os.Stderr, "cdc: -compare:", err)
+			os.Exit(2)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	b := &bench{cfg: cfg, log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
@@ -106,6 +114,7 @@ type bench struct {
 
 type drain struct {
 	native, pgleap time.Duration
+	compared       bool // drained by the -compare binary
 	// CPU each drain took from the source's walsender, the target's applying backends and,
 	// for pgleap, its own process: where the time goes.
 	nativeCPU, pgleapCPU cpuUse
@@ -204,7 +213,7 @@ func (b *bench) setUp(ctx context.Context) error {
 	}
 
 	b.log.Info("set up pgleap")
-	if err := b.startPgleap(ctx, ""); err != nil {
+	if err := b.startPgleap(ctx, b.pgleapBin, ""); err != nil {
 		return err
 	}
 	if err := b.waitUntil(ctx, "pgleap's copy", b.source, sourceDB,
@@ -228,7 +237,7 @@ func (b *bench) setUp(ctx context.Context) error {
 
 // backlogRound writes a backlog with both followers stopped, then times each draining it.
 func (b *bench) backlogRound(ctx context.Context, round int) (drain, error) {
-	var d drain
+	d := drain{compared: b.cfg.compareBin != "" && round%2 == 1}
 	b.log.Info("write the backlog", "round", round+1, "transactions", b.cfg.transactions)
 	perClient := b.cfg.transactions / b.cfg.clients
 	out, err := exec.CommandContext(ctx, "pgbench", "-n", "-c", strconv.Itoa(b.cfg.clients), "-j", "2", "-t", strconv.Itoa(perClient),
@@ -262,7 +271,11 @@ func (b *bench) backlogRound(ctx context.Context, round int) (drain, error) {
 	drainPgleap := func() error {
 		b.log.Info("drain with pgleap", "round", round+1)
 		start := time.Now()
-		if err := b.startPgleap(ctx, fmt.Sprintf("pgleap-drain-%d.pprof", round+1)); err != nil {
+		bin := b.pgleapBin
+		if d.compared {
+			bin = b.cfg.compareBin
+		}
+		if err := b.startPgleap(ctx, bin, fmt.Sprintf("pgleap-drain-%d.pprof", round+1)); err != nil {
 			return err
 		}
 		if err := b.waitUntil(ctx, "pgleap", b.target, pgleapDB, markerSeen); err != nil {
@@ -279,8 +292,10 @@ func (b *bench) backlogRound(ctx context.Context, round int) (drain, error) {
 		b.log.Info("pgleap", "said", lastLine(b.followerOut.String()))
 		return err
 	}
+	// Which follower goes first alternates; with -compare, every two rounds, so that each
+	// binary drains first as often as second.
 	order := []func() error{drainNative, drainPgleap}
-	if round%2 == 1 {
+	if b.cfg.compareBin == "" && round%2 == 1 || b.cfg.compareBin != "" && round/2%2 == 1 {
 		slices.Reverse(order)
 	}
 	for _, f := range order {
@@ -321,7 +336,7 @@ type steadyResult struct {
 // steadyRun has pgleap follow pgbench running flat out, with a probe every 100 ms.
 func (b *bench) steadyRun(ctx context.Context) (*steadyResult, error) {
 	b.log.Info("steady state", "for", b.cfg.steady)
-	if err := b.startPgleap(ctx, ""); err != nil {
+	if err := b.startPgleap(ctx, b.pgleapBin, ""); err != nil {
 		return nil, err
 	}
 	if err := b.waitUntil(ctx, "pgleap to stream", b.source, sourceDB,
@@ -397,30 +412,19 @@ func (b *bench) report(drains []drain, steady *steadyResult, total time.Duration
 	fmt.Printf("\nChange streaming benchmark, PostgreSQL %d -> %d, finished in %s\n", b.cfg.sourceMajor, b.cfg.targetMajor, total.Round(time.Second))
 	fmt.Printf("source: pgbench scale %d; backlog: %d transactions from %d clients\n\n", b.cfg.scale, b.cfg.transactions, b.cfg.clients)
 	fmt.Println("backlog drain, seconds until the last transaction is applied:")
-	var native, leap, work []time.Duration
 	for i, d := range drains {
-		fmt.Printf("  round %d: native subscription %.2f, pgleap %.2f, ratio %.2f\n",
-			i+1, d.native.Seconds(), d.pgleap.Seconds(), d.pgleap.Seconds()/d.native.Seconds())
+		fmt.Printf("  round %d: native subscription %.2f, %s %.2f, ratio %.2f\n",
+			i+1, d.native.Seconds(), b.pgleapLabel(d.compared), d.pgleap.Seconds(), d.pgleap.Seconds()/d.native.Seconds())
 		fmt.Printf("    CPU seconds: native: walsender %.2f, apply worker %.2f; pgleap: walsender %.2f, target sessions %.2f, pgleap %.2f\n",
 			d.nativeCPU.walsender.Seconds(), d.nativeCPU.target.Seconds(),
 			d.pgleapCPU.walsender.Seconds(), d.pgleapCPU.target.Seconds(), d.pgleapCPU.follower.Seconds())
-		native, leap = append(native, d.native), append(leap, d.pgleap)
-		work = append(work, d.pgleapCPU.walsender+d.pgleapCPU.target+d.pgleapCPU.follower)
 	}
-	mn, ml := median(native), median(leap)
-	verdict := "goal met"
-	if ml.Seconds()/mn.Seconds() > drainGoal {
-		verdict = "goal NOT met"
+	b.reportMedians(drains, false)
+	if b.cfg.compareBin != "" {
+		b.reportMedians(drains, true)
 	}
-	fmt.Printf("  median: native %.2f s, pgleap %.2f s: %.2f (goal: at most %.2f), %s\n", mn.Seconds(), ml.Seconds(), ml.Seconds()/mn.Seconds(), drainGoal, verdict)
-	// Everything runs on this machine: the CPU the drain needs, spread over every core,
-	// is a floor under its time that no overlap can beat.
-	cores := runtime.NumCPU()
-	floor := median(work) / time.Duration(cores)
-	fmt.Printf("  pgleap's drain takes %.2f CPU seconds (walsender, target sessions, pgleap): on %d cores no less than %.2f s, %.2f of native\n",
-		median(work).Seconds(), cores, floor.Seconds(), floor.Seconds()/mn.Seconds())
 	if steady != nil {
-		verdict = "goal met"
+		verdict := "goal met"
 		if steady.p99 >= lagGoal {
 			verdict = "goal NOT met"
 		}
@@ -453,14 +457,54 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
+// pgleapLabel names the binary that drained a round: with -compare, the two by path.
+func (b *bench) pgleapLabel(compared bool) string {
+	switch {
+	case b.cfg.compareBin == "":
+		return "pgleap"
+	case compared:
+		return "pgleap " + b.cfg.compareBin
+	}
+	return "pgleap " + b.pgleapBin
+}
+
+// reportMedians prints the medians of the rounds one binary drained.
+func (b *bench) reportMedians(drains []drain, compared bool) {
+	var native, leap, work, own []time.Duration
+	for _, d := range drains {
+		if d.compared != compared {
+			continue
+		}
+		native, leap = append(native, d.native), append(leap, d.pgleap)
+		work = append(work, d.pgleapCPU.walsender+d.pgleapCPU.target+d.pgleapCPU.follower)
+		own = append(own, d.pgleapCPU.follower)
+	}
+	if len(leap) == 0 {
+		return
+	}
+	label := b.pgleapLabel(compared)
+	mn, ml := median(native), median(leap)
+	verdict := "goal met"
+	if ml.Seconds()/mn.Seconds() > drainGoal {
+		verdict = "goal NOT met"
+	}
+	fmt.Printf("  median: native %.2f s, %s %.2f s: %.2f (goal: at most %.2f), %s\n", mn.Seconds(), label, ml.Seconds(), ml.Seconds()/mn.Seconds(), drainGoal, verdict)
+	// Everything runs on this machine: the CPU the drain needs, spread over every core,
+	// is a floor under its time that no overlap can beat.
+	cores := runtime.NumCPU()
+	floor := median(work) / time.Duration(cores)
+	fmt.Printf("  %s's drain takes %.2f CPU seconds (walsender, target sessions, pgleap %.2f): on %d cores no less than %.2f s, %.2f of native\n",
+		label, median(work).Seconds(), median(own).Seconds(), cores, floor.Seconds(), floor.Seconds()/mn.Seconds())
+}
+
 // startPgleap starts pgleap migrate; profile, if not empty, names its CPU profile.
-func (b *bench) startPgleap(ctx context.Context, profile string) error {
+func (b *bench) startPgleap(ctx context.Context, bin, profile string) error {
 	b.followerOut.Reset()
 	args := []string{"migrate", "--jobs", "2", "--source", b.source.ConnString(sourceDB), "--target", b.target.ConnString(pgleapDB)}
 	if profile != "" && b.cfg.profileDir != "" {
 		args = append(args, "--cpu-profile", filepath.Join(b.cfg.profileDir, profile))
 	}
-	b.follower = exec.CommandContext(ctx, b.pgleapBin, args...)
+	b.follower = exec.CommandContext(ctx, bin, args...)
 	b.follower.Stdout, b.follower.Stderr = &b.followerOut, &b.followerOut
 	if err := b.follower.Start(); err != nil {
 		return fmt.Errorf("start pgleap: %w", err)
