@@ -64,7 +64,7 @@ func main() {
 	fs := flag.NewFlagSet("cdc", flag.ContinueOnError)
 	fs.IntVar(&cfg.sourceMajor, "source-major", pgtest.DefaultSourceMajor, "PostgreSQL major of the source")
 	fs.IntVar(&cfg.targetMajor, "target-major", pgtest.DefaultTargetMajor, "PostgreSQL major of the target")
-	fs.IntVar(&cfg.scale, "scale", 10, "pgbench scale of the source")
+	fs.IntVar(&cfg.scale, "scale", 100, "pgbench scale of the source")
 	fs.IntVar(&cfg.transactions, "transactions", 60000, "pgbench transactions in the backlog")
 	fs.IntVar(&cfg.clients, "clients", 4, "pgbench clients")
 	fs.IntVar(&cfg.rounds, "rounds", 1, "backlogs to drain; the order of the two followers alternates")
