@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -385,6 +386,19 @@ func cutOverAndRollBack(t *testing.T, s *cutoverSetup) {
 		t.Fatalf("rollback: exit %d, %v\n%s%s\nschemas:\n%s\nmigrate:\n%s", code, err, stdout, stderr, schemaOut, s.migrate.out())
 	}
 	t.Logf("rollback: writes paused %.0f ms", r.WritePauseMS)
+	// The rollback runs the cutover's steps the other way, and says which server each is on.
+	var names []string
+	for _, step := range r.Steps {
+		names = append(names, step.Name)
+	}
+	for _, check := range r.Preflight {
+		names = append(names, check.Name)
+	}
+	for _, want := range []string{"freeze writes on the new server", "open the old server", "pgleap may freeze writes on the new server"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("rollback's checks and steps lack %q: %q", want, names)
+		}
+	}
 	if err := s.migrate.wait(); err != nil || !strings.Contains(s.migrate.out(), "streaming the target's changes back") || !strings.Contains(s.migrate.out(), "rolled back") {
 		t.Errorf("migrate streaming back through the rollback: %v\n%s", err, s.migrate.out())
 	}

@@ -134,7 +134,19 @@ type cutover struct {
 	// donePhase is the target's phase once done.
 	donePhase string
 	pooler    *pooler
+	// sides names the two servers in what the cutover reports.
+	sides sides
 }
+
+// sides names the two servers of a cutover in its checks, steps and errors: the source and
+// the target, or for a rollback, which runs the cutover the other way, the new server (the
+// one frozen) and the old one (the one opened).
+type sides struct{ source, target string }
+
+var (
+	cutoverSides  = sides{source: "the source", target: "the target"}
+	rollbackSides = sides{source: "the new server", target: "the old server"}
+)
 
 // Run runs a cutover. It returns the result with ErrNotReady when a preflight check failed
 // (nothing changed), with ErrUndone when a step failed (everything undone), or with another
@@ -147,7 +159,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &cutover{opts: opts, source: source, target: target, result: &Result{}}
+	c := &cutover{opts: opts, source: source, target: target, result: &Result{}, sides: cutoverSides}
 	defer func() { // reconnect may have replaced them
 		c.source.Close(context.Background())
 		c.target.Close(context.Background())
@@ -283,7 +295,7 @@ func (c *cutover) undoEarlier(ctx context.Context) error {
 		return fmt.Errorf("read the earlier cutover's steps: %w", err)
 	}
 	for _, s := range c.result.Steps {
-		c.guardLifted = c.guardLifted || s.Name == stepOpen
+		c.guardLifted = c.guardLifted || s.Name == c.openStep() || s.Name == stepOpenUnnamed
 		c.reverseState = c.reverseState || s.Name == stepReverse
 	}
 	if r, ok, err := state.LoadReverse(ctx, c.target); err != nil {
@@ -404,22 +416,22 @@ func (c *cutover) preflight(ctx context.Context) bool {
 	}
 	sourceRights, err := pg.ReadRights(ctx, c.source)
 	if err != nil {
-		check("pgleap may freeze writes on the source", false, err.Error())
+		check("pgleap may freeze writes on "+c.sides.source, false, err.Error())
 	} else {
 		missing := sourceRights.FreezeMissing()
-		check("pgleap may freeze writes on the source", len(missing) == 0, strings.Join(missing, " "))
+		check("pgleap may freeze writes on "+c.sides.source, len(missing) == 0, strings.Join(missing, " "))
 		if sessions := sourceRights.SuperuserSessions; !sourceRights.Superuser && len(sessions) > 0 {
-			check("no superuser session on the source, which only a superuser may end", false, strings.Join(sessions, ", ")+": end them, or cut over as a superuser")
+			check("no superuser session on "+c.sides.source+", which only a superuser may end", false, strings.Join(sessions, ", ")+": end them, or cut over as a superuser")
 		}
 	}
 	long, err := c.longTransactions(ctx)
 	switch {
 	case err != nil:
-		check("no long transaction on the source", false, err.Error())
+		check("no long transaction on "+c.sides.source, false, err.Error())
 	case len(long) > 0 && c.opts.TerminateLong:
-		check("no long transaction on the source", true, "the freeze will end: "+strings.Join(long, "; "))
+		check("no long transaction on "+c.sides.source, true, "the freeze will end: "+strings.Join(long, "; "))
 	default:
-		check("no long transaction on the source", len(long) == 0, strings.Join(long, "; ")+" (--terminate-long ends them)")
+		check("no long transaction on "+c.sides.source, len(long) == 0, strings.Join(long, "; ")+" (--terminate-long ends them)")
 	}
 	if !c.opts.NoReverse {
 		var walLevel string
@@ -467,15 +479,20 @@ func (c *cutover) longTransactions(ctx context.Context) ([]string, error) {
 		date_trunc('second', now() - xact_start)) `+otherSessions+` AND xact_start < now() - $1::interval ORDER BY xact_start`,
 		c.opts.LongTransaction.String())
 	if err != nil {
-		return nil, fmt.Errorf("list long transactions on the source: %w", err)
+		return nil, fmt.Errorf("list long transactions on %s: %w", c.sides.source, err)
 	}
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 const (
-	stepOpen    = "open the target"
 	stepReverse = "prepare the way back (the old server follows the new one)"
+	// stepOpenUnnamed is what rollbacks recorded as their opening step before steps named
+	// the sides: a rollback resumed across an upgrade of pgleap still finds it.
+	stepOpenUnnamed = "open the target"
 )
+
+// openStep names the step that opens the side taking over.
+func (c *cutover) openStep() string { return "open " + c.sides.target }
 
 // step runs one timed step and records the timeline.
 func (c *cutover) step(ctx context.Context, name string, do func(context.Context) error) error {
@@ -507,7 +524,7 @@ func (c *cutover) step(ctx context.Context, name string, do func(context.Context
 func (c *cutover) steps(ctx context.Context) error {
 	var freezeLSN pglogrepl.LSN
 	var changesAtFreeze int64 // row changes the apply had applied, ever, when it held at the freeze
-	err := c.step(ctx, "freeze writes on the source", func(ctx context.Context) error {
+	err := c.step(ctx, "freeze writes on "+c.sides.source, func(ctx context.Context) error {
 		u, err := readFreezeUndo(ctx, c.source)
 		if err != nil {
 			return err
@@ -574,7 +591,7 @@ func (c *cutover) steps(ctx context.Context) error {
 			return err
 		}
 	}
-	return c.step(ctx, stepOpen, func(ctx context.Context) error {
+	return c.step(ctx, c.openStep(), func(ctx context.Context) error {
 		if err := c.open(ctx); err != nil {
 			return err
 		}
@@ -604,7 +621,7 @@ func (c *cutover) steps(ctx context.Context) error {
 func (c *cutover) insertLSN(ctx context.Context) (pglogrepl.LSN, error) {
 	var lsn pglogrepl.LSN
 	if err := c.source.QueryRow(ctx, "SELECT pg_catalog.pg_current_wal_insert_lsn()").Scan(&lsn); err != nil {
-		return 0, fmt.Errorf("read the source's WAL position: %w", err)
+		return 0, fmt.Errorf("read the WAL position of %s: %w", c.sides.source, err)
 	}
 	return lsn, nil
 }
@@ -614,7 +631,7 @@ func (c *cutover) insertLSN(ctx context.Context) (pglogrepl.LSN, error) {
 func (c *cutover) holdApplyAt(ctx context.Context, lsn pglogrepl.LSN) (int64, error) {
 	held, _, err := cdc.HoldAt(ctx, c.source, c.target, c.repl.Slot, lsn, c.opts.DrainTimeout)
 	if err == nil && !held {
-		err = fmt.Errorf("the apply met a source transaction that committed after %s: a session wrote past the freeze", lsn)
+		err = fmt.Errorf("the apply met a transaction of %s that committed after %s: a session wrote past the freeze", c.sides.source, lsn)
 	}
 	if err != nil {
 		return 0, err
@@ -638,7 +655,7 @@ func (c *cutover) confirmFrozen(ctx context.Context, changesAtFreeze int64) erro
 		return err
 	}
 	if len(sessions) > 0 {
-		return fmt.Errorf("sessions connected to the frozen source: %s", strings.Join(sessions, "; "))
+		return fmt.Errorf("sessions connected to %s, which is frozen: %s", c.sides.source, strings.Join(sessions, "; "))
 	}
 	now, err := c.insertLSN(ctx)
 	if err != nil {
@@ -649,7 +666,7 @@ func (c *cutover) confirmFrozen(ctx context.Context, changesAtFreeze int64) erro
 		return err
 	}
 	if n := changes - changesAtFreeze; n != 0 {
-		return fmt.Errorf("%d row changes to the migrated tables were committed on the source after the freeze (by a session that turned read-only off): end those sessions and cut over again", n)
+		return fmt.Errorf("%d row changes to the migrated tables were committed on %s after the freeze (by a session that turned read-only off): end those sessions and cut over again", n, c.sides.source)
 	}
 	return nil
 }
@@ -743,7 +760,7 @@ func (c *cutover) copySequences(ctx context.Context) error {
 	rows, err := c.source.Query(ctx, `SELECT schemaname, format('%I.%I', schemaname, sequencename) FROM pg_catalog.pg_sequences
 		WHERE schemaname NOT IN ('pgleap', 'pgleap_ddl') ORDER BY 1, 2`)
 	if err != nil {
-		return fmt.Errorf("list the source's sequences: %w", err)
+		return fmt.Errorf("list the sequences of %s: %w", c.sides.source, err)
 	}
 	var names []string
 	var schema, name string
@@ -754,17 +771,17 @@ func (c *cutover) copySequences(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("list the source's sequences: %w", err)
+		return fmt.Errorf("list the sequences of %s: %w", c.sides.source, err)
 	}
 	return pgx.BeginFunc(ctx, c.target, func(tx pgx.Tx) error {
 		for _, name := range names {
 			var last int64
 			var called bool
 			if err := c.source.QueryRow(ctx, "SELECT last_value, is_called FROM "+name).Scan(&last, &called); err != nil {
-				return fmt.Errorf("read sequence %s on the source: %w", name, err)
+				return fmt.Errorf("read sequence %s on %s: %w", name, c.sides.source, err)
 			}
 			if _, err := tx.Exec(ctx, "SELECT pg_catalog.setval($1::regclass, $2, $3)", name, last, called); err != nil {
-				return fmt.Errorf("set sequence %s on the target: %w", name, err)
+				return fmt.Errorf("set sequence %s on %s: %w", name, c.sides.target, err)
 			}
 		}
 		c.result.Sequences = len(names)
@@ -775,15 +792,15 @@ func (c *cutover) copySequences(ctx context.Context) error {
 func (c *cutover) refreshMatviews(ctx context.Context) error {
 	rows, err := c.target.Query(ctx, "SELECT format('%I.%I', schemaname, matviewname) FROM pg_catalog.pg_matviews WHERE schemaname NOT IN ('pgleap', 'pgleap_ddl')")
 	if err != nil {
-		return fmt.Errorf("list materialized views on the target: %w", err)
+		return fmt.Errorf("list materialized views on %s: %w", c.sides.target, err)
 	}
 	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return fmt.Errorf("list materialized views on the target: %w", err)
+		return fmt.Errorf("list materialized views on %s: %w", c.sides.target, err)
 	}
 	for _, name := range names {
 		if _, err := c.target.Exec(ctx, "REFRESH MATERIALIZED VIEW "+name); err != nil {
-			return fmt.Errorf("refresh %s on the target: %w", name, err)
+			return fmt.Errorf("refresh %s on %s: %w", name, c.sides.target, err)
 		}
 	}
 	return nil
@@ -811,7 +828,7 @@ func (c *cutover) verify(ctx context.Context) error {
 				differing = append(differing, extra.Table)
 			}
 		}
-		return fmt.Errorf("source and target differ in %s: see pgleap verify", strings.Join(differing, ", "))
+		return fmt.Errorf("%s and %s differ in %s: see pgleap verify", c.sides.source, c.sides.target, strings.Join(differing, ", "))
 	}
 	return nil
 }
@@ -855,7 +872,7 @@ func Rollback(ctx context.Context, opts Options) (*Result, error) {
 	}
 	back := opts
 	back.Source, back.Target, back.NoReverse = opts.Target, opts.Source, true
-	c := &cutover{opts: back, source: newServer, target: oldServer, result: &Result{}, donePhase: state.PhaseCutoverDone}
+	c := &cutover{opts: back, source: newServer, target: oldServer, result: &Result{}, donePhase: state.PhaseCutoverDone, sides: rollbackSides}
 	c.open = func(ctx context.Context) error {
 		if err := state.SetPhase(ctx, newServer, state.PhaseRolledBack); err != nil {
 			return err

@@ -59,7 +59,7 @@ func readFreezeUndo(ctx context.Context, source *pgx.Conn) (freezeUndo, error) {
 		(SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
 		FROM pg_catalog.pg_database d WHERE d.datname = current_database()`).Scan(&u.Database, &u.ConnectionLimit, &u.ReadOnly, &superuser)
 	if err != nil {
-		return u, fmt.Errorf("read the source database's settings: %w", err)
+		return u, fmt.Errorf("read the settings of the database to freeze: %w", err)
 	}
 	if u.ByPrivilege = !superuser; u.ByPrivilege {
 		rows, err := source.Query(ctx, connectHoldersSQL)
@@ -75,7 +75,7 @@ func readFreezeUndo(ctx context.Context, source *pgx.Conn) (freezeUndo, error) {
 			})
 		}
 		if err != nil {
-			return u, fmt.Errorf("read who may connect to the source database: %w", err)
+			return u, fmt.Errorf("read who may connect to the database to freeze: %w", err)
 		}
 	}
 	return u, nil
@@ -106,14 +106,14 @@ func freeze(ctx context.Context, source *pgx.Conn, u freezeUndo) error {
 			continue
 		}
 		if _, err := source.Exec(ctx, sql); err != nil {
-			return fmt.Errorf("freeze writes on source database %s: %s: %w: %s",
+			return fmt.Errorf("freeze writes on database %s: %s: %w: %s",
 				db, strings.Join(strings.SplitN(sql, " ", 4)[:3], " "), err, need)
 		}
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		var left int
 		if err := source.QueryRow(ctx, "SELECT count(*) "+otherSessions).Scan(&left); err != nil {
-			return fmt.Errorf("freeze writes on source database %s: count the sessions left: %w", db, err)
+			return fmt.Errorf("freeze writes on database %s: count the sessions left: %w", db, err)
 		}
 		if left == 0 {
 			return nil
@@ -123,7 +123,7 @@ func freeze(ctx context.Context, source *pgx.Conn, u freezeUndo) error {
 			if rows, err := source.Query(ctx, "SELECT DISTINCT usename::text "+otherSessions); err == nil {
 				who, _ = pgx.CollectRows(rows, pgx.RowTo[string])
 			}
-			return fmt.Errorf("freeze writes on source database %s: %d sessions (of %s) did not end within 10 s: a pool that connects as a superuser, "+
+			return fmt.Errorf("freeze writes on database %s: %d sessions (of %s) did not end within 10 s: a pool that connects as a superuser, "+
 				"or as pgleap's own role, comes straight back; stop it, or run the cutover as a role the application does not use", db, left, strings.Join(who, ", "))
 		}
 		select {
@@ -159,7 +159,7 @@ func unfreeze(ctx context.Context, source *pgx.Conn, u freezeUndo) error {
 			if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == "42704" {
 				continue // the role is gone
 			}
-			errs = append(errs, fmt.Errorf("unfreeze source database %s (%s): %w: run it by hand", db, sql, err))
+			errs = append(errs, fmt.Errorf("unfreeze database %s (%s): %w: run it by hand", db, sql, err))
 		}
 	}
 	return errors.Join(errs...)
