@@ -109,7 +109,8 @@ func (c *cli) runDatabases(cmd *cobra.Command) error {
 		runs[i] = &databaseRun{name: name, of: len(names)}
 	}
 	command := cmd.Name()
-	if command == "cutover" || command == "rollback" {
+	coordinated := command == "cutover" || command == "rollback" // one freeze for all
+	if coordinated {
 		barrier := newCutoverBarrier(len(names))
 		for _, r := range runs {
 			r.coordinator = barrier
@@ -131,7 +132,7 @@ func (c *cli) runDatabases(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	if command == "cutover" || command == "rollback" {
+	if coordinated {
 		for _, name := range names {
 			if missing[name] {
 				return fmt.Errorf("database %s is not on the target: run pgleap migrate --databases first; nothing was changed", pg.QuoteIdent(name))
@@ -139,7 +140,7 @@ func (c *cli) runDatabases(cmd *cobra.Command) error {
 		}
 	}
 	runOne := func(i int) {
-		if missing[names[i]] && command != "migrate" {
+		if missing[names[i]] {
 			// migrate creates it; until then there is nothing of it to check, watch or cut over.
 			fmt.Fprintf(newPrefixWriter(&outputMu, c.stderr, names[i]+": "), "not on the target yet: pgleap migrate creates it with the source's encoding and locale (pgleap's role needs CREATEDB there)\n")
 			if command != "check" {
@@ -159,9 +160,10 @@ func (c *cli) runDatabases(cmd *cobra.Command) error {
 	}
 	switch command {
 	case "migrate":
-		if err := createTargetDatabases(ctx, c, resolved.Source, resolved.Target, names); err != nil {
+		if err := createTargetDatabases(ctx, c, resolved.Source, resolved.Target, names, missing); err != nil {
 			return err
 		}
+		clear(missing) // all there now
 		// The first copies the roles of the cluster, and the others start once it has: two
 		// at once would both create them. Should it stop first, the next one copies them.
 		var wg sync.WaitGroup
@@ -272,8 +274,13 @@ func unionPause(ctx context.Context, connString string, names []string) (time.Du
 // waitForRoles waits until a database's migrate has copied the roles (its state records
 // the step), or has stopped; copied says which.
 func waitForRoles(ctx context.Context, target string, stopped <-chan struct{}) (copied bool, err error) {
+	conn, err := pg.Connect(ctx, pg.Target, target)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(context.Background())
 	for {
-		if copied, err := rolesCopied(ctx, target); err == nil && copied {
+		if copied, err := rolesCopied(ctx, conn); err == nil && copied {
 			return true, nil
 		}
 		select {
@@ -305,13 +312,8 @@ func missingOnTarget(ctx context.Context, c *cli, target string, names []string)
 }
 
 // rolesCopied reports whether a database's migration has copied the roles: its state, once
-// there, records the step. An error (the database or its state not there yet) is a no.
-func rolesCopied(ctx context.Context, target string) (bool, error) {
-	conn, err := pg.Connect(ctx, pg.Target, target)
-	if err != nil {
-		return false, err
-	}
-	defer conn.Close(context.Background())
+// there, records the step.
+func rolesCopied(ctx context.Context, conn *pgx.Conn) (bool, error) {
 	if exists, err := state.Exists(ctx, conn); err != nil || !exists {
 		return false, err
 	}
@@ -319,14 +321,9 @@ func rolesCopied(ctx context.Context, target string) (bool, error) {
 	return done[schema.StepRoles], err
 }
 
-// sourceDatabase is what a target database is created with.
-type sourceDatabase struct {
-	Name, Owner, Encoding, Collate, Ctype, Provider, ICULocale string
-}
-
 // createTargetDatabases creates the databases the target lacks, with the source's
 // encoding and locale; pgleap's role owns them until the roles are copied.
-func createTargetDatabases(ctx context.Context, c *cli, source, target string, names []string) error {
+func createTargetDatabases(ctx context.Context, c *cli, source, target string, names []string, missing map[string]bool) error {
 	sourceConn, err := c.connectReadOnly(ctx, pg.Source, source)
 	if err != nil {
 		return err
@@ -341,41 +338,19 @@ func createTargetDatabases(ctx context.Context, c *cli, source, target string, n
 	if err != nil {
 		return err
 	}
-	icu := "''"
-	switch {
-	case version.Major >= 17:
-		icu = "coalesce(d.datlocale, '')"
-	case version.Major >= 15:
-		icu = "coalesce(d.daticulocale, '')"
-	}
-	provider := "'c'"
-	if version.Major >= 15 {
-		provider = "d.datlocprovider::text"
-	}
 	for _, name := range names {
-		var exists bool
-		if err := targetConn.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
-			return fmt.Errorf("look for database %s on the target: %w", pg.QuoteIdent(name), err)
-		}
-		if exists {
+		if !missing[name] {
 			continue
 		}
-		var d sourceDatabase
-		err := sourceConn.QueryRow(ctx, `SELECT d.datname, pg_catalog.pg_get_userbyid(d.datdba), pg_catalog.pg_encoding_to_char(d.encoding),
-			d.datcollate, d.datctype, `+provider+`, `+icu+` FROM pg_catalog.pg_database d WHERE d.datname = $1`, name).
-			Scan(&d.Name, &d.Owner, &d.Encoding, &d.Collate, &d.Ctype, &d.Provider, &d.ICULocale)
+		locale, err := pg.ReadDatabaseLocale(ctx, sourceConn, version.Major, name)
 		if err != nil {
 			return fmt.Errorf("read database %s on the source: %w", pg.QuoteIdent(name), err)
 		}
-		sql := fmt.Sprintf("CREATE DATABASE %s TEMPLATE template0 ENCODING %s LC_COLLATE %s LC_CTYPE %s",
-			pg.QuoteIdent(name), pg.QuoteLiteral(d.Encoding), pg.QuoteLiteral(d.Collate), pg.QuoteLiteral(d.Ctype))
-		if d.Provider == "i" {
-			sql += " LOCALE_PROVIDER icu ICU_LOCALE " + pg.QuoteLiteral(d.ICULocale)
-		}
+		sql := fmt.Sprintf("CREATE DATABASE %s TEMPLATE template0 %s", pg.QuoteIdent(name), locale.CreateClause())
 		if _, err := targetConn.Exec(ctx, sql); err != nil {
 			return fmt.Errorf("create database %s on the target: %w: pgleap's role needs CREATEDB there, or create it yourself with the source's encoding and locale", pg.QuoteIdent(name), err)
 		}
-		c.logger.Info("created the database on the target", "database", name, "encoding", d.Encoding, "collate", d.Collate)
+		c.logger.Info("created the database on the target", "database", name, "encoding", locale.Encoding, "collate", locale.Collate, "provider", locale.Provider)
 	}
 	return nil
 }

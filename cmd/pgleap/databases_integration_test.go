@@ -34,8 +34,10 @@ func TestSeveralDatabases(t *testing.T) {
 			conn.Close(context.Background())
 		}
 	})
-	for _, db := range []string{shop, crm, logs} {
-		source.Exec(t, "postgres", "CREATE DATABASE "+db+" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'")
+	// crm's encoding differs from the target's default (UTF8): a database created with
+	// the target's defaults would show.
+	for db, locale := range map[string]string{shop: "ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'", crm: "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'", logs: ""} {
+		source.Exec(t, "postgres", "CREATE DATABASE "+db+" TEMPLATE template0 "+locale)
 	}
 	source.Exec(t, shop, `CREATE TABLE orders (id int PRIMARY KEY, total numeric, placed timestamptz DEFAULT now());
 		INSERT INTO orders SELECT g, g * 1.5 FROM generate_series(1, 20000) g;
@@ -72,7 +74,7 @@ func TestSeveralDatabases(t *testing.T) {
 			t.Fatalf("the two databases do not stream after 90 s\n%s", out)
 		}
 	}
-	if got := datatest.Scalar(t, target.ConnString("postgres"), "SELECT string_agg(datname || ' ' || pg_encoding_to_char(encoding) || ' ' || datcollate, ', ' ORDER BY datname) FROM pg_database WHERE datname LIKE 'md\\_%'"); got != crm+" UTF8 C, "+shop+" UTF8 C" {
+	if got := datatest.Scalar(t, target.ConnString("postgres"), "SELECT string_agg(datname || ' ' || pg_encoding_to_char(encoding) || ' ' || datcollate || ' ' || datctype, ', ' ORDER BY datname) FROM pg_database WHERE datname LIKE 'md\\_%'"); got != crm+" LATIN1 C C, "+shop+" UTF8 C C" {
 		t.Errorf("databases created on the target: %s", got)
 	}
 	source.Exec(t, shop, "UPDATE orders SET total = total + 1 WHERE id <= 500; INSERT INTO orders (id, total) VALUES (30000, 1); SELECT nextval('invoice_number')")

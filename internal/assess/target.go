@@ -209,41 +209,19 @@ func nonEmpty(s string) string {
 	return s
 }
 
-type databaseLocale struct {
-	Encoding, Collate, Ctype, Provider string
-}
-
-// Locale providers arrived in 15; before that every database used libc.
-const databaseLocaleSQL = `
-SELECT pg_catalog.pg_encoding_to_char(encoding), datcollate, datctype, %s
-FROM pg_catalog.pg_database WHERE datname = current_database()`
-
-func readDatabaseLocale(ctx context.Context, s Server) (databaseLocale, error) {
-	provider := "'libc'"
-	if s.Version.Major >= 15 {
-		provider = "CASE datlocprovider WHEN 'i' THEN 'icu' WHEN 'b' THEN 'builtin' ELSE 'libc' END"
-	}
-	var l databaseLocale
-	err := s.conn.QueryRow(ctx, fmt.Sprintf(databaseLocaleSQL, provider)).Scan(&l.Encoding, &l.Collate, &l.Ctype, &l.Provider)
-	if err != nil {
-		return l, fmt.Errorf("read %s database locale: %w", s.Side, err)
-	}
-	return l, nil
-}
-
 func checkEncodingAndLocale(ctx context.Context, env *Env) ([]Finding, error) {
-	source, err := readDatabaseLocale(ctx, env.Source)
+	source, err := pg.ReadDatabaseLocale(ctx, env.Source.conn, env.Source.Version.Major, "")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read the source database's locale: %w", err)
 	}
-	target, err := readDatabaseLocale(ctx, env.Target)
+	target, err := pg.ReadDatabaseLocale(ctx, env.Target.conn, env.Target.Version.Major, "")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read the target database's locale: %w", err)
 	}
 	return judgeEncodingAndLocale(pg.QuoteIdent(env.Target.Database), source, target), nil
 }
 
-func judgeEncodingAndLocale(database string, source, target databaseLocale) []Finding {
+func judgeEncodingAndLocale(database string, source, target pg.DatabaseLocale) []Finding {
 	var findings []Finding
 	createHint := fmt.Sprintf("CREATE DATABASE ... ENCODING '%s' LC_COLLATE '%s' LC_CTYPE '%s' TEMPLATE template0; on the target, and point --target at it",
 		source.Encoding, source.Collate, source.Ctype)

@@ -47,3 +47,49 @@ func Settings(ctx context.Context, conn *pgx.Conn, names ...string) (map[string]
 	}
 	return values, nil
 }
+
+// DatabaseLocale is how a database encodes and sorts text.
+type DatabaseLocale struct {
+	Encoding, Collate, Ctype string
+	Provider                 string // libc, icu or builtin
+	// Locale is the ICU locale, or the builtin provider's; empty for libc.
+	Locale string
+}
+
+// CreateClause is what CREATE DATABASE needs to give a database this locale.
+func (l DatabaseLocale) CreateClause() string {
+	clause := fmt.Sprintf("ENCODING %s LC_COLLATE %s LC_CTYPE %s", QuoteLiteral(l.Encoding), QuoteLiteral(l.Collate), QuoteLiteral(l.Ctype))
+	switch l.Provider {
+	case "icu":
+		clause += " LOCALE_PROVIDER icu ICU_LOCALE " + QuoteLiteral(l.Locale)
+	case "builtin":
+		clause += " LOCALE_PROVIDER builtin BUILTIN_LOCALE " + QuoteLiteral(l.Locale)
+	}
+	return clause
+}
+
+// ReadDatabaseLocale reads the locale of database name on a server of this major, or of the
+// connection's own database when name is empty. Locale providers arrived in 15; before,
+// every database used libc.
+func ReadDatabaseLocale(ctx context.Context, conn *pgx.Conn, major int, name string) (DatabaseLocale, error) {
+	provider, locale := "'libc'", "''"
+	if major >= 15 {
+		provider = "CASE datlocprovider WHEN 'i' THEN 'icu' WHEN 'b' THEN 'builtin' ELSE 'libc' END"
+		locale = "coalesce(daticulocale, '')"
+	}
+	if major >= 17 {
+		locale = "coalesce(datlocale, '')"
+	}
+	var l DatabaseLocale
+	err := conn.QueryRow(ctx, `SELECT pg_catalog.pg_encoding_to_char(encoding), datcollate, datctype, `+provider+`, `+locale+`
+		FROM pg_catalog.pg_database WHERE datname = coalesce(nullif($1, ''), current_database())`, name).
+		Scan(&l.Encoding, &l.Collate, &l.Ctype, &l.Provider, &l.Locale)
+	if err != nil {
+		what := "the connection's database"
+		if name != "" {
+			what = "database " + QuoteIdent(name)
+		}
+		return l, fmt.Errorf("read the locale of %s: %w", what, err)
+	}
+	return l, nil
+}
