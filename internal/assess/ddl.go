@@ -4,19 +4,24 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/pgleap/pgleap/internal/ddl"
 	"github.com/pgleap/pgleap/internal/pg"
 )
 
 // checkDDLCapture tells whether pgleap migrate --ddl, which carries the schema changes made
 // on the source during the migration, may install its event trigger there.
 func checkDDLCapture(ctx context.Context, env *Env) ([]Finding, error) {
-	var may, installed bool
-	err := env.Source.conn.QueryRow(ctx, `SELECT r.rolsuper OR EXISTS (SELECT FROM pg_catalog.pg_roles a
-			WHERE a.rolname = 'rds_superuser' AND pg_catalog.pg_has_role(current_user, a.oid, 'MEMBER')),
-		to_regclass('pgleap_ddl.ddl_log') IS NOT NULL
-		FROM pg_catalog.pg_roles r WHERE r.rolname = current_user`).Scan(&may, &installed)
+	installed, err := ddl.Installed(ctx, env.Source.conn)
 	if err != nil {
 		return nil, err
+	}
+	may := env.Source.Superuser
+	if !may {
+		err := env.Source.conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_roles
+			WHERE rolname = 'rds_superuser' AND pg_catalog.pg_has_role(current_user, oid, 'MEMBER'))`).Scan(&may)
+		if err != nil {
+			return nil, fmt.Errorf("read whether %s is rds_superuser on the source: %w", pg.QuoteIdent(env.Source.User), err)
+		}
 	}
 	return judgeDDLCapture(pg.QuoteIdent(env.Source.User), may, installed), nil
 }

@@ -93,7 +93,6 @@ type applier struct {
 	skipDDL    map[int64]bool
 	ddlRoles   map[string]bool // roles trusted to change the schema besides superusers
 	selection  config.TableFilter
-	selected   map[uint32]bool // by relation id, until described anew: the selection's verdict
 	ddlNext    map[string]int
 	curChanges int
 	logger     *slog.Logger
@@ -151,7 +150,7 @@ func (p pendingStatement) String() string {
 func newApplier(conn *pgx.Conn, skip map[string]pglogrepl.LSN, applied, orderedUntil pglogrepl.LSN) *applier {
 	return &applier{conn: conn, skip: skip, tables: map[string]*targetTable{}, stmts: map[string]string{}, applied: applied, recorded: applied,
 		handedEnd: applied, lastCommitLSN: applied, net: map[string]*netTable{}, orderedUntil: orderedUntil,
-		skipDDL: map[int64]bool{}, ddlRoles: map[string]bool{}, selected: map[uint32]bool{}, ddlNext: map[string]int{}, logger: slog.New(slog.DiscardHandler)}
+		skipDDL: map[int64]bool{}, ddlRoles: map[string]bool{}, ddlNext: map[string]int{}, logger: slog.New(slog.DiscardHandler)}
 }
 
 // checkRelation compares a relation pgoutput describes with the target's table.
@@ -224,7 +223,6 @@ func (a *applier) table(ctx context.Context, rel *Relation) (*targetTable, error
 // anew (its columns may have changed).
 func (a *applier) forget(rel *Relation) {
 	delete(a.tables, rel.QualifiedName())
-	delete(a.selected, rel.ID) // renamed, it may be selected no more, or now
 }
 
 // begin starts a source transaction, and a group when none is open. The group's target

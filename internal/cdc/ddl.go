@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgleap/pgleap/internal/ddl"
 	"github.com/pgleap/pgleap/internal/pg"
@@ -107,10 +108,12 @@ func (a *applier) applyDDL(ctx context.Context, c *Change) error {
 		return err
 	}
 	// What the applier knows of the target's tables may be out of date now, and so may the
-	// parameter types of its prepared statements.
-	clear(a.tables)
-	if err := a.forgetStatements(ctx); err != nil {
-		return err
+	// parameter types of its prepared statements; a change skipped left them as they were.
+	if skipped == "" {
+		clear(a.tables)
+		if err := a.forgetStatements(ctx); err != nil {
+			return err
+		}
 	}
 	a.group.schemaChanged = true
 	a.group.changes++
@@ -129,13 +132,18 @@ func (a *applier) applyDDL(ctx context.Context, c *Change) error {
 	return nil
 }
 
-// forgetStatements deallocates the applier's prepared statements: each is prepared again
-// on its next use, against the tables as they are now.
+// forgetStatements deallocates the applier's prepared statements, in one round trip: each
+// is prepared again on its next use, against the tables as they are now.
 func (a *applier) forgetStatements(ctx context.Context) error {
+	if len(a.stmts) == 0 {
+		return nil
+	}
+	var sql strings.Builder
 	for _, name := range a.stmts {
-		if _, err := a.conn.PgConn().Exec(ctx, "DEALLOCATE "+name).ReadAll(); err != nil {
-			return fmt.Errorf("forget prepared statement %s: %w", name, err)
-		}
+		sql.WriteString("DEALLOCATE " + name + ";")
+	}
+	if _, err := a.conn.PgConn().Exec(ctx, sql.String()).ReadAll(); err != nil {
+		return fmt.Errorf("forget the apply's prepared statements: %w", err)
 	}
 	clear(a.stmts)
 	return nil
@@ -174,14 +182,22 @@ func (a *applier) runDDL(ctx context.Context, tx pgx.Tx, cmd ddl.Command, stmt s
 	if err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config('search_path', $1, true), pg_catalog.set_config('role', $2, true)", cmd.SearchPath, role); err != nil {
+	if err := actAs(ctx, tx, cmd.SearchPath, role, true); err != nil {
 		return err
 	}
 	// The simple protocol: a change is sent as the client sent it, never prepared.
 	if _, err := a.conn.PgConn().Exec(ctx, stmt).ReadAll(); err != nil {
 		return err
 	}
-	_, err = tx.Exec(ctx, "SELECT pg_catalog.set_config('search_path', '', true), pg_catalog.set_config('role', 'none', true)")
+	return actAs(ctx, tx, "", "none", true)
+}
+
+// actAs sets the search_path and the role a change runs with, for the transaction (local)
+// or the session; the empty search_path and role none are pgleap's own.
+func actAs(ctx context.Context, db interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}, searchPath, role string, local bool) error {
+	_, err := db.Exec(ctx, "SELECT pg_catalog.set_config('search_path', $1, $3), pg_catalog.set_config('role', $2, $3)", searchPath, role, local)
 	return err
 }
 
@@ -230,12 +246,11 @@ func (a *applier) runConcurrentDDL(ctx context.Context, cmd ddl.Command, stmt st
 	if err != nil {
 		return err
 	}
-	if _, err := conn.Exec(ctx, "SELECT pg_catalog.set_config('search_path', $1, false), pg_catalog.set_config('role', $2, false)", cmd.SearchPath, role); err != nil {
+	if err := actAs(ctx, conn, cmd.SearchPath, role, false); err != nil {
 		return err
 	}
 	_, runErr := conn.PgConn().Exec(ctx, stmt).ReadAll()
-	_, resetErr := conn.Exec(ctx, "SELECT pg_catalog.set_config('search_path', '', false), pg_catalog.set_config('role', 'none', false)")
-	return errors.Join(runErr, resetErr)
+	return errors.Join(runErr, actAs(ctx, conn, "", "none", false))
 }
 
 // ddlRole is the role to run a change as on the target: the one that ran it on the
@@ -254,13 +269,12 @@ func (a *applier) ddlRole(ctx context.Context, role string) (string, error) {
 }
 
 // selects reports whether the migration selects a relation (new tables join the
-// publication whatever the selection), once per description of it rather than matching
-// the glob patterns again for every change.
+// publication whatever the selection). The verdict is kept with the description, so the
+// glob patterns are matched once per description rather than for every change; a table
+// renamed is described anew.
 func (a *applier) selects(rel *Relation) bool {
-	selected, ok := a.selected[rel.ID]
-	if !ok {
-		selected = isDDLLog(rel) || a.selection.Selects(rel.Schema, rel.Name)
-		a.selected[rel.ID] = selected
+	if !rel.judged {
+		rel.selected, rel.judged = a.selection.Selects(rel.Schema, rel.Name), true
 	}
-	return selected
+	return rel.selected
 }

@@ -21,6 +21,8 @@ type Relation struct {
 	Identity byte
 	// qualified is the quoted name, made once: every change looks it up.
 	qualified string
+	// selected: the migration's selection takes the relation, once judged (applier.selects).
+	selected, judged bool
 }
 
 // QualifiedName is the relation's quoted name.

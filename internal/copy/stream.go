@@ -73,7 +73,7 @@ func prepareStream(ctx context.Context, opts Options, source, target *pgx.Conn, 
 	if err != nil {
 		return r, nil, err
 	}
-	if err := checkDDLWindow(ctx, opts, target, snapshot); err != nil {
+	if err := checkDDLWindow(ctx, source, target, snapshot); err != nil {
 		snapshot.Close()
 		_, dropErr := source.Exec(ctx, "SELECT pg_catalog.pg_drop_replication_slot($1)", r.Slot)
 		return r, nil, errors.Join(err, dropErr)
@@ -89,16 +89,11 @@ func prepareStream(ctx context.Context, opts Options, source, target *pgx.Conn, 
 // checkDDLWindow refuses a slot whose snapshot sees schema changes captured after pg_dump
 // read the schema: they are in neither the target's schema nor the stream, which starts at
 // the snapshot.
-func checkDDLWindow(ctx context.Context, opts Options, target *pgx.Conn, snapshot *pg.Snapshot) error {
+func checkDDLWindow(ctx context.Context, source, target *pgx.Conn, snapshot *pg.Snapshot) error {
 	atDump, err := state.ArchiveDDLCaptured(ctx, target)
 	if err != nil || atDump == nil {
 		return err
 	}
-	source, err := pg.Connect(ctx, pg.Source, opts.Source)
-	if err != nil {
-		return err
-	}
-	defer source.Close(context.WithoutCancel(ctx))
 	var atSnapshot *int64
 	err = pgx.BeginTxFunc(ctx, source, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT "+pg.QuoteLiteral(snapshot.Name)); err != nil {

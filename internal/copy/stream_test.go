@@ -207,7 +207,7 @@ func TestSchemaChangeBetweenDumpAndSlot(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = checkDDLWindow(ctx, Options{Source: source.ConnString(sourceDB)}, targetConn, snapshot)
+		err = checkDDLWindow(ctx, sourceConn, targetConn, snapshot)
 		snapshot.Close()
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)

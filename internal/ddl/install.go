@@ -41,7 +41,6 @@ CREATE TABLE IF NOT EXISTS pgleap_ddl.ddl_log (
   role text NOT NULL,
   superuser boolean NOT NULL DEFAULT false
 );
-ALTER TABLE pgleap_ddl.ddl_log ADD COLUMN IF NOT EXISTS superuser boolean NOT NULL DEFAULT false;
 CREATE OR REPLACE FUNCTION pgleap_ddl.record(captured_event text, captured_tag text, caller_search_path text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $record$
 DECLARE
@@ -140,8 +139,13 @@ func Install(ctx context.Context, source *pgx.Conn) error {
 	return nil
 }
 
+// queryer is a connection or a transaction.
+type queryer interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}
+
 // Installed reports whether the source holds the capture.
-func Installed(ctx context.Context, source *pgx.Conn) (bool, error) {
+func Installed(ctx context.Context, source queryer) (bool, error) {
 	var installed bool
 	err := source.QueryRow(ctx, "SELECT to_regclass('pgleap_ddl.ddl_log') IS NOT NULL").Scan(&installed)
 	if err != nil {
@@ -151,20 +155,14 @@ func Installed(ctx context.Context, source *pgx.Conn) (bool, error) {
 }
 
 // Captured counts the schema changes the source's capture holds, nil when there is none.
-func Captured(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}) (*int64, error) {
-	var installed bool
+func Captured(ctx context.Context, source queryer) (*int64, error) {
+	installed, err := Installed(ctx, source)
+	if err != nil || !installed {
+		return nil, err
+	}
 	var captured int64
-	err := q.QueryRow(ctx, "SELECT to_regclass('pgleap_ddl.ddl_log') IS NOT NULL").Scan(&installed)
-	if err == nil && installed {
-		err = q.QueryRow(ctx, "SELECT count(*) FROM pgleap_ddl.ddl_log").Scan(&captured)
-	}
-	if err != nil {
+	if err := source.QueryRow(ctx, "SELECT count(*) FROM pgleap_ddl.ddl_log").Scan(&captured); err != nil {
 		return nil, fmt.Errorf("count the schema changes captured on the source: %w", err)
-	}
-	if !installed {
-		return nil, nil
 	}
 	return &captured, nil
 }

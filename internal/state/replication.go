@@ -148,11 +148,9 @@ func RecordDDL(ctx context.Context, tx pgx.Tx, id int64, tag, statement, skipped
 }
 
 // DDLDone reports whether a captured schema change was run on the target, or skipped.
-func DDLDone(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, id int64) (bool, error) {
+func DDLDone(ctx context.Context, tx pgx.Tx, id int64) (bool, error) {
 	var done bool
-	if err := q.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pgleap.ddl WHERE id = $1)", id).Scan(&done); err != nil {
+	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pgleap.ddl WHERE id = $1)", id).Scan(&done); err != nil {
 		return false, fmt.Errorf("read schema change %d from pgleap state: %w", id, err)
 	}
 	return done, nil
