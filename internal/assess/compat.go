@@ -122,7 +122,7 @@ FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_catalog.pg_language l ON l.oid = p.prolang
 WHERE l.lanname NOT IN ('c', 'internal')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgleap', 'pgleap_ddl')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', ` + catalog.OwnSchemas + `)
   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
                   WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')`
 

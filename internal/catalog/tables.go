@@ -66,9 +66,13 @@ type Column struct {
 	Collation     string // qualified collation name when it differs from the type's default
 }
 
+// OwnSchemas lists, for SQL's IN, the schemas pgleap itself creates: its state, and on the
+// source the capture of schema changes (pgleap migrate --ddl).
+const OwnSchemas = `'pgleap', 'pgleap_ddl'`
+
 // UserRelationFilter is an SQL condition on pg_class c joined to pg_namespace n that keeps the
 // user's relations: not PostgreSQL's, not pgleap's, not an extension's.
-const UserRelationFilter = `n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgleap', 'pgleap_ddl')
+const UserRelationFilter = `n.nspname NOT IN ('pg_catalog', 'information_schema', ` + OwnSchemas + `)
   AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp\_%'
   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
                   WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`

@@ -758,7 +758,7 @@ func (c *cutover) dropReverse(ctx context.Context) error {
 // the frozen source.
 func (c *cutover) copySequences(ctx context.Context) error {
 	rows, err := c.source.Query(ctx, `SELECT schemaname, format('%I.%I', schemaname, sequencename) FROM pg_catalog.pg_sequences
-		WHERE schemaname NOT IN ('pgleap', 'pgleap_ddl') ORDER BY 1, 2`)
+		WHERE schemaname NOT IN (`+catalog.OwnSchemas+`) ORDER BY 1, 2`)
 	if err != nil {
 		return fmt.Errorf("list the sequences of %s: %w", c.sides.source, err)
 	}
@@ -790,7 +790,7 @@ func (c *cutover) copySequences(ctx context.Context) error {
 }
 
 func (c *cutover) refreshMatviews(ctx context.Context) error {
-	rows, err := c.target.Query(ctx, "SELECT format('%I.%I', schemaname, matviewname) FROM pg_catalog.pg_matviews WHERE schemaname NOT IN ('pgleap', 'pgleap_ddl')")
+	rows, err := c.target.Query(ctx, "SELECT format('%I.%I', schemaname, matviewname) FROM pg_catalog.pg_matviews WHERE schemaname NOT IN ("+catalog.OwnSchemas+")")
 	if err != nil {
 		return fmt.Errorf("list materialized views on %s: %w", c.sides.target, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pgleap/pgleap/internal/catalog"
 	"github.com/pgleap/pgleap/internal/config"
 )
 
@@ -49,7 +50,7 @@ func compareLargeObjects(ctx context.Context, w *worker, maxKeys int) (*TableRes
 }
 
 const sequencesSQL = `SELECT schemaname, format('%I.%I', schemaname, sequencename), coalesce(last_value::text, 'not called yet')
-	FROM pg_catalog.pg_sequences WHERE schemaname NOT IN ('pgleap', 'pgleap_ddl')`
+	FROM pg_catalog.pg_sequences WHERE schemaname NOT IN (` + catalog.OwnSchemas + `)`
 
 // compareSequences compares the values of the selected schemas' sequences. While changes
 // stream they differ: cutover copies them.

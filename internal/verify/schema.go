@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgleap/pgleap/internal/catalog"
 	"github.com/pgleap/pgleap/internal/config"
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/state"
@@ -27,7 +28,7 @@ type schemaObject struct {
 const userObjectsSQL = `
 WITH user_ns AS (
   SELECT oid, nspname FROM pg_catalog.pg_namespace
-  WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pgleap', 'pgleap_ddl')
+  WHERE nspname NOT IN ('pg_catalog', 'information_schema', ` + catalog.OwnSchemas + `)
     AND nspname NOT LIKE 'pg\_toast%' AND nspname NOT LIKE 'pg\_temp\_%'
 ),
 ext AS (SELECT classid, objid FROM pg_catalog.pg_depend WHERE deptype = 'e'),
