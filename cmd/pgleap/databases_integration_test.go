@@ -96,7 +96,28 @@ func TestSeveralDatabases(t *testing.T) {
 	if code, stdout, stderr := pgleap(t, nil, append([]string{"status"}, conns...)...); code != exitOK || !strings.Contains(stdout, crm+": ") {
 		t.Errorf("status: exit %d\n%s%s", code, stdout, stderr)
 	}
-	code, stdout, stderr := pgleap(t, nil, append([]string{"cutover", "--verify", "full"}, conns...)...)
+	// One database not ready (a transaction open too long on crm): neither is cut over,
+	// and shop, whatever step it had reached, takes writes on the old server again.
+	long := source.Conn(t, crm)
+	if _, err := long.Exec(context.Background(), "BEGIN; SELECT txid_current()"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	code, stdout, stderr := pgleap(t, nil, append([]string{"cutover", "--long-transaction", "1s"}, conns...)...)
+	if _, err := long.Exec(context.Background(), "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if code == exitOK {
+		t.Fatalf("cutover with crm not ready: exit 0\n%s%s", stdout, stderr)
+	}
+	for _, db := range []string{shop, crm} {
+		if phase := datatest.Scalar(t, target.ConnString(db), "SELECT phase FROM pgleap.migration"); phase != "streaming" {
+			t.Errorf("%s after a cutover refused for crm: phase %s, want streaming\n%s%s", db, phase, stdout, stderr)
+		}
+	}
+	source.Exec(t, shop, "INSERT INTO orders (id, total) VALUES (30002, 3)")
+
+	code, stdout, stderr = pgleap(t, nil, append([]string{"cutover", "--verify", "full"}, conns...)...)
 	if code != exitOK || strings.Count(stdout, "wait for the other databases' freezes") != 2 ||
 		!regexp.MustCompile(`writes paused on the 2 databases together for \d+ ms`).MatchString(stdout) {
 		t.Fatalf("cutover: exit %d\n%s%s\nmigrate:\n%s", code, stdout, stderr, out)
