@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os/exec"
 	"regexp"
@@ -104,6 +105,19 @@ func TestSchemaChangesDuringStreaming(t *testing.T) {
 	// skips it; the writes after it stream.
 	target.Exec(t, targetDB, "BEGIN READ WRITE; ALTER TABLE customers ADD COLUMN vip boolean; COMMIT")
 	source.Exec(t, sourceDB, "UPDATE customers SET vip = id % 2 = 0 WHERE id <= 20; INSERT INTO customers VALUES (101, 'last', true)")
+	// An index built concurrently that a crashed run left invalid on the target (here
+	// one that failed, under the name the source's takes) is dropped and built again.
+	leftover := target.Conn(t, targetDB)
+	if _, err := leftover.Exec(context.Background(), "SET default_transaction_read_only = off"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leftover.Exec(context.Background(), "CREATE UNIQUE INDEX CONCURRENTLY customers_parity ON customers ((id % 2))"); err == nil {
+		t.Fatal("the unique index on a column of duplicates was built")
+	}
+	if got := datatest.Scalar(t, targetConn, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'customers_parity'::regclass"); got != "false" {
+		t.Fatalf("the failed index on the target: valid %s, want an invalid one left", got)
+	}
+	source.Exec(t, sourceDB, "CREATE INDEX CONCURRENTLY customers_parity ON customers ((id % 2))")
 	streamWith("--ddl", "--skip-ddl", m[1])
 	// A change that fails on the target stops the apply too; fixed there, the next run runs it.
 	target.Exec(t, targetDB, "BEGIN READ WRITE; CREATE TABLE invoices (id int); COMMIT")
@@ -154,6 +168,10 @@ func TestSchemaChangesDuringStreaming(t *testing.T) {
 	}
 	if got := datatest.Scalar(t, targetConn, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'customers_name'::regclass"); got != "true" {
 		t.Errorf("the index built concurrently on the source is valid on the target: %s", got)
+	}
+	parity := "SELECT indisvalid || ' ' || pg_get_indexdef(indexrelid) FROM pg_index WHERE indexrelid = 'customers_parity'::regclass"
+	if got, want := datatest.Scalar(t, targetConn, parity), datatest.Scalar(t, sourceConn, parity); got != want {
+		t.Errorf("the index left invalid on the target, built concurrently on the source: %s, want %s", got, want)
 	}
 	if got := datatest.Scalar(t, targetConn, "SELECT count(*) FROM pgleap.ddl WHERE skipped IS NOT NULL"); got != "1" {
 		t.Errorf("%s schema changes recorded as skipped on the target, want 1", got)
