@@ -17,32 +17,44 @@ func Split(sql string) []string {
 		}
 	}
 	for i := 0; i < len(sql); {
-		switch c := sql[i]; {
-		case c == ';':
-			flush(i)
-			i++
-			start = i
-		case c == '\'':
-			escapes := i > 0 && (sql[i-1] == 'E' || sql[i-1] == 'e') && (i < 2 || !isIdentChar(sql[i-2]))
-			i = skipQuoted(sql, i, '\'', escapes)
-		case c == '"':
-			i = skipQuoted(sql, i, '"', false)
-		case c == '-' && strings.HasPrefix(sql[i:], "--"):
-			if end := strings.IndexByte(sql[i:], '\n'); end >= 0 {
-				i += end + 1
-			} else {
-				i = len(sql)
-			}
-		case c == '/' && strings.HasPrefix(sql[i:], "/*"):
-			i = skipBlockComment(sql, i)
-		case c == '$' && (i == 0 || !isIdentChar(sql[i-1])):
-			i = skipDollarQuoted(sql, i)
-		default:
-			i++
+		if next := skipCommentOrLiteral(sql, i); next > i {
+			i = next
+			continue
 		}
+		switch sql[i] {
+		case ';':
+			flush(i)
+			start = i + 1
+		case '"':
+			i = skipQuoted(sql, i, '"', false)
+			continue
+		}
+		i++
 	}
 	flush(len(sql))
 	return statements
+}
+
+// skipCommentOrLiteral returns the index after the comment, string literal or
+// dollar-quoted string opening at i, or i when none opens there.
+func skipCommentOrLiteral(sql string, i int) int {
+	switch c := sql[i]; {
+	case c == '-' && strings.HasPrefix(sql[i:], "--"):
+		if end := strings.IndexByte(sql[i:], '\n'); end >= 0 {
+			return i + end + 1
+		}
+		return len(sql)
+	case c == '/' && strings.HasPrefix(sql[i:], "/*"):
+		return skipBlockComment(sql, i)
+	case c == '\'':
+		escapes := i > 0 && (sql[i-1] == 'E' || sql[i-1] == 'e') && (i < 2 || !isIdentChar(sql[i-2]))
+		return skipQuoted(sql, i, '\'', escapes)
+	case c == '$' && (i == 0 || !isIdentChar(sql[i-1])):
+		if next := skipDollarQuoted(sql, i); next > i+1 {
+			return next
+		}
+	}
+	return i
 }
 
 func isIdentChar(c byte) bool {
@@ -110,20 +122,15 @@ func skipDollarQuoted(sql string, i int) int {
 }
 
 func onlyComments(s string) bool {
-	for s != "" {
-		s = strings.TrimSpace(s)
-		switch {
-		case strings.HasPrefix(s, "--"):
-			if end := strings.IndexByte(s, '\n'); end >= 0 {
-				s = s[end+1:]
-			} else {
-				s = ""
-			}
-		case strings.HasPrefix(s, "/*"):
-			s = s[skipBlockComment(s, 0):]
-		default:
-			return s == ""
+	for i := 0; i < len(s); {
+		if next := skipCommentOrLiteral(s, i); next > i && (s[i] == '-' || s[i] == '/') {
+			i = next
+			continue
 		}
+		if !unicode.IsSpace(rune(s[i])) {
+			return false
+		}
+		i++
 	}
 	return true
 }
@@ -178,20 +185,11 @@ func scanWords(stmt string, untilOpen bool, word func(w string, quoted bool) (mo
 		if untilOpen && (c == '(' || c == '\'' || c == '$') {
 			return
 		}
+		if next := skipCommentOrLiteral(stmt, i); next > i {
+			i = next
+			continue
+		}
 		switch {
-		case strings.HasPrefix(stmt[i:], "--"):
-			if end := strings.IndexByte(stmt[i:], '\n'); end >= 0 {
-				i += end + 1
-			} else {
-				i = len(stmt)
-			}
-		case strings.HasPrefix(stmt[i:], "/*"):
-			i = skipBlockComment(stmt, i)
-		case c == '\'':
-			escapes := i > 0 && (stmt[i-1] == 'E' || stmt[i-1] == 'e')
-			i = skipQuoted(stmt, i, '\'', escapes)
-		case c == '$' && (i == 0 || !isIdentChar(stmt[i-1])):
-			i = skipDollarQuoted(stmt, i)
 		case c == '"':
 			end := skipQuoted(stmt, i, '"', false)
 			if !word(strings.ReplaceAll(stmt[i+1:max(i+1, end-1)], `""`, `"`), true) {
