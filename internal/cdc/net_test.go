@@ -117,7 +117,8 @@ func TestTextFormats(t *testing.T) {
 	}
 	var b bytes.Buffer
 	writeCopyRow(&b, textValues("tab\there", "line\nbreak\r", `back\slash`, "\x00", `\N`))
-	if want := "tab\\there\tline\\nbreak\\r\tback\\\\slash\t\\N\t\\\\N\n"; b.String() != want {
+	writeCopyRow(&b, textValues("second", "row"))
+	if want := "tab\\there\tline\\nbreak\\r\tback\\\\slash\t\\N\t\\\\N\nsecond\trow\n"; b.String() != want {
 		t.Errorf("writeCopyRow = %q, want %q", b.String(), want)
 	}
 }

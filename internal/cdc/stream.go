@@ -167,8 +167,30 @@ func (s *session) run(ctx context.Context) error {
 		err = errors.Join(err, s.applier.settle())
 	}
 	s.lost = s.connectionLost() // before close, which closes them all
+	if ctx.Err() != nil && !s.lost && s.applier != nil && (err == nil || errors.Is(err, ctx.Err())) {
+		s.confirmAtStop()
+	}
 	s.close()
 	return err
+}
+
+// confirmAtStop records what the target applied and tells the source, as a clean stop
+// (Ctrl-C) ends the stream: otherwise the slot's confirmed position would lag by up to a
+// status interval, and the source would keep that WAL until the next run. The open group,
+// if any, is rolled back and streams again next time. A failure only leaves that WAL kept
+// longer.
+func (s *session) confirmAtStop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a := s.applier
+	a.rollback(ctx)
+	err := s.persistIdle(ctx)
+	if err == nil {
+		err = s.sendStatus(ctx, false)
+	}
+	if err != nil {
+		s.opts.Logger.Warn("stopping: could not confirm the applied position to the source, which keeps the WAL since its last confirmation until the next run", "applied", a.applied, "err", err)
+	}
 }
 
 func (s *session) stream(ctx context.Context) error {

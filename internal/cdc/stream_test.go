@@ -121,6 +121,48 @@ func TestStreamAppliesEveryChange(t *testing.T) {
 	}
 }
 
+// TestStreamConfirmsAtStop: a stream stopped cleanly tells the source everything the target
+// applied, so the slot keeps no WAL for it, even with no status due before the stop.
+func TestStreamConfirmsAtStop(t *testing.T) {
+	source, target := pgtest.Shared(t, pgtest.SourceMajor()), pgtest.Shared(t, pgtest.TargetMajor())
+	sourceConn, targetConn := followedPair(t, source, target, `CREATE TABLE ticks (id int PRIMARY KEY)`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Stream(ctx, Options{Source: sourceConn, Target: targetConn, StatusInterval: time.Hour, Logger: slog.New(slog.NewTextHandler(testLog{t}, nil))})
+		done <- err
+	}()
+	for i := range 20 {
+		datatest.Exec(t, sourceConn, fmt.Sprintf("INSERT INTO ticks VALUES (%d)", i))
+	}
+	waitCaughtUp(t, sourceConn, targetConn, nil)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var applied pglogrepl.LSN
+	if err := datatest.Connect(t, targetConn).QueryRow(context.Background(), "SELECT applied_lsn FROM pgleap.replication").Scan(&applied); err != nil {
+		t.Fatal(err)
+	}
+	sc := datatest.Connect(t, sourceConn)
+	var confirmed pglogrepl.LSN
+	// The walsender takes in the last status before it sees the connection end.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var active bool
+		err := sc.QueryRow(context.Background(), "SELECT active, confirmed_flush_lsn FROM pg_replication_slots WHERE database = current_database()").Scan(&active, &confirmed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !active || time.Now().After(deadline) {
+			break
+		}
+	}
+	if confirmed != applied {
+		t.Fatalf("the slot's confirmed position is %s after the stop, want the applied %s", confirmed, applied)
+	}
+}
+
 // TestStreamSurvivesLostConnections ends the walsender and the apply session mid-stream:
 // the stream reconnects, resumes from the recorded position, and nothing is lost or doubled.
 func TestStreamSurvivesLostConnections(t *testing.T) {
