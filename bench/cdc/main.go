@@ -118,6 +118,9 @@ type drain struct {
 	// CPU each drain took from the source's walsender, the target's applying backends and,
 	// for pgleap, its own process: where the time goes.
 	nativeCPU, pgleapCPU cpuUse
+	// WAL each follower's walsender decodes again before it reaches the backlog: from its
+	// slot's restart_lsn to its confirmed_flush_lsn, where the drain starts.
+	nativeReread, pgleapReread int64
 }
 
 func (b *bench) run(ctx context.Context) (err error) {
@@ -252,6 +255,10 @@ func (b *bench) backlogRound(ctx context.Context, round int) (drain, error) {
 	markerSeen := fmt.Sprintf("SELECT round = %d FROM bench_marker", round)
 	drainNative := func() error {
 		b.log.Info("drain with the native subscription", "round", round+1)
+		var err error
+		if d.nativeReread, err = b.reread(ctx, true); err != nil {
+			return err
+		}
 		start := time.Now()
 		if err := b.exec(ctx, b.target, nativeDB, "ALTER SUBSCRIPTION bench_sub ENABLE"); err != nil {
 			return err
@@ -260,7 +267,6 @@ func (b *bench) backlogRound(ctx context.Context, round int) (drain, error) {
 			return err
 		}
 		d.native = time.Since(start)
-		var err error
 		d.nativeCPU, err = b.cpuUse(ctx, "bench_sub", nativeDB,
 			"SELECT pid FROM pg_stat_subscription WHERE subname = 'bench_sub' AND pid IS NOT NULL", 0)
 		if err != nil {
@@ -270,6 +276,10 @@ func (b *bench) backlogRound(ctx context.Context, round int) (drain, error) {
 	}
 	drainPgleap := func() error {
 		b.log.Info("drain with pgleap", "round", round+1)
+		var err error
+		if d.pgleapReread, err = b.reread(ctx, false); err != nil {
+			return err
+		}
 		start := time.Now()
 		bin := b.pgleapBin
 		if d.compared {
@@ -282,7 +292,6 @@ func (b *bench) backlogRound(ctx context.Context, round int) (drain, error) {
 			return err
 		}
 		d.pgleap = time.Since(start)
-		var err error
 		d.pgleapCPU, err = b.cpuUse(ctx, "pgleap_stream", pgleapDB,
 			"SELECT pid FROM pg_stat_activity WHERE datname = 'pgleap' AND application_name = 'pgleap'", b.follower.Process.Pid)
 		if err != nil {
@@ -418,6 +427,8 @@ func (b *bench) report(drains []drain, steady *steadyResult, total time.Duration
 		fmt.Printf("    CPU seconds: native: walsender %.2f, apply worker %.2f; pgleap: walsender %.2f, target sessions %.2f, pgleap %.2f\n",
 			d.nativeCPU.walsender.Seconds(), d.nativeCPU.target.Seconds(),
 			d.pgleapCPU.walsender.Seconds(), d.pgleapCPU.target.Seconds(), d.pgleapCPU.follower.Seconds())
+		fmt.Printf("    WAL decoded again before the backlog (restart_lsn to confirmed_flush_lsn): native %d MB, pgleap %d MB\n",
+			d.nativeReread>>20, d.pgleapReread>>20)
 	}
 	b.reportMedians(drains, false)
 	if b.cfg.compareBin != "" {
@@ -530,6 +541,19 @@ func (b *bench) stopPgleap() error {
 		return fmt.Errorf("pgleap migrate: %w\n%s", err, b.followerOut.String())
 	}
 	return nil
+}
+
+// reread is how much WAL the walsender of a follower's slot decodes before it reaches what
+// the follower has not confirmed: a slot restarts from its restart_lsn, which moves only
+// when the follower confirms past a point the walsender chose while decoding.
+func (b *bench) reread(ctx context.Context, native bool) (int64, error) {
+	var bytes int64
+	err := b.queryRow(ctx, b.source, sourceDB, fmt.Sprintf(`SELECT coalesce(sum(pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, restart_lsn)), 0)::bigint
+		FROM pg_catalog.pg_replication_slots WHERE database = current_database() AND (slot_name = 'bench_sub') = %t`, native), &bytes)
+	if err != nil {
+		return 0, fmt.Errorf("read the slots' positions: %w", err)
+	}
+	return bytes, nil
 }
 
 // cpuUse is the CPU time, user and system, of the processes that drained a backlog, since
