@@ -71,13 +71,19 @@ type applier struct {
 	// was left to apply; recorded is what pgleap.replication says (it follows applied
 	// lazily while idle).
 	applied, recorded pglogrepl.LSN
-	cur               *Begin // the source transaction being applied
-	net               map[string]*netTable
+	// appliedAsOf is the source's time at the keepalive that last moved applied: the target
+	// is in step with the source as of then, which is what the lag in seconds is measured
+	// from while the source writes only WAL with nothing to apply (persistIdle records it).
+	appliedAsOf time.Time
+	cur         *Begin // the source transaction being applied
+	net         map[string]*netTable
 	// inflight is the closed group the target is committing while the next one is read;
-	// inflightIdleEnd a keepalive's position received meanwhile with nothing else open,
-	// applied once inflight commits; handedEnd the last position handed to the target.
+	// inflightIdleEnd (at inflightIdleAt) a keepalive's position received meanwhile with
+	// nothing else open, applied once inflight commits; handedEnd the last position handed
+	// to the target.
 	inflight                   *groupCommit
 	inflightIdleEnd, handedEnd pglogrepl.LSN
+	inflightIdleAt             time.Time
 	// lastCommitLSN is the commit position of the last source transaction taken in (or,
 	// before the first, the recorded position: every transaction applied committed before it).
 	lastCommitLSN pglogrepl.LSN
@@ -117,6 +123,7 @@ type groupStats struct {
 	end          pglogrepl.LSN
 	commitTime   time.Time
 	idleEnd      pglogrepl.LSN // a keepalive's position received after the group's last commit
+	idleAt       time.Time     // and the source's time then
 	// schemaChanged: a captured schema change ran in the group.
 	schemaChanged bool
 }
@@ -520,8 +527,11 @@ func (a *applier) commitGroup(ctx context.Context) error {
 	if err := a.settle(); err != nil {
 		return err
 	}
-	end := max(a.group.end, a.group.idleEnd)
-	g := &groupCommit{steps: steps, tx: a.tx, end: end, record: end > a.handedEnd, commitTime: a.group.commitTime,
+	end, asOf := a.group.end, a.group.commitTime
+	if a.group.idleEnd > end {
+		end, asOf = a.group.idleEnd, a.group.idleAt
+	}
+	g := &groupCommit{steps: steps, tx: a.tx, end: end, record: end > a.handedEnd, commitTime: asOf,
 		transactions: a.group.transactions, changes: a.group.changes, done: make(chan struct{})}
 	a.handedEnd = max(a.handedEnd, end)
 	a.inflight, a.inflightIdleEnd = g, 0
@@ -607,6 +617,9 @@ func (a *applier) reap() error {
 	a.Stats.TargetTime += g.took
 	if g.err != nil {
 		return g.err
+	}
+	if a.inflightIdleEnd > max(a.applied, g.end) {
+		a.appliedAsOf = a.inflightIdleAt
 	}
 	a.applied = max(a.applied, g.end, a.inflightIdleEnd)
 	if g.record {

@@ -441,7 +441,7 @@ func (s *session) handle(ctx context.Context, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("parse keepalive: %w", err)
 		}
-		s.advanceIdle(ka.ServerWALEnd)
+		s.advanceIdle(ka.ServerWALEnd, ka.ServerTime)
 		if err := s.holdIfIdleAt(ctx); err != nil {
 			return err
 		}
@@ -576,17 +576,23 @@ func (s *session) applyMessage(ctx context.Context, walData []byte) error {
 // records it when it commits, a committing group's position is moved to it once the group
 // has committed, and an idle stream records it when its status is due (persistIdle).
 // Reporting it to the source before it is recorded is safe: a restart from the older
-// recorded position finds nothing to apply in between.
-func (s *session) advanceIdle(walEnd pglogrepl.LSN) {
+// recorded position finds nothing to apply in between. at, the source's time in the
+// keepalive, is recorded with it in place of a commit time: the target is in step with the
+// source as of then, so a quiet database on a busy server does not look ever further behind.
+func (s *session) advanceIdle(walEnd pglogrepl.LSN, at time.Time) {
 	a := s.applier
 	switch {
 	case a.cur != nil || walEnd <= a.applied:
 	case a.group.open:
-		a.group.idleEnd = max(a.group.idleEnd, walEnd)
+		if walEnd > a.group.idleEnd {
+			a.group.idleEnd, a.group.idleAt = walEnd, at
+		}
 	case a.inflight != nil:
-		a.inflightIdleEnd = max(a.inflightIdleEnd, walEnd)
+		if walEnd > a.inflightIdleEnd {
+			a.inflightIdleEnd, a.inflightIdleAt = walEnd, at
+		}
 	default:
-		a.applied = walEnd
+		a.applied, a.appliedAsOf = walEnd, at
 	}
 }
 
@@ -596,7 +602,7 @@ func (s *session) persistIdle(ctx context.Context) error {
 	if a.group.open || a.cur != nil || a.inflight != nil || a.applied <= a.recorded {
 		return nil
 	}
-	err := pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error { return state.RecordApplied(ctx, tx, a.applied, time.Time{}, 0, 0) })
+	err := pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error { return state.RecordApplied(ctx, tx, a.applied, a.appliedAsOf, 0, 0) })
 	if err != nil {
 		return err
 	}

@@ -163,6 +163,41 @@ func TestStreamConfirmsAtStop(t *testing.T) {
 	}
 }
 
+// TestStreamQuietDatabaseKeepsInStep: while another database of the source server writes
+// and this one does not, the target stays in step with the source, as of a keepalive's
+// time, instead of looking ever further behind since its last commit (which a cutover's
+// --max-lag would refuse).
+func TestStreamQuietDatabaseKeepsInStep(t *testing.T) {
+	source, target := pgtest.Shared(t, pgtest.SourceMajor()), pgtest.Shared(t, pgtest.TargetMajor())
+	sourceConn, targetConn := followedPair(t, source, target, `CREATE TABLE ticks (id int PRIMARY KEY); INSERT INTO ticks VALUES (1)`)
+	busyDB := source.CreateDatabase(t)
+	source.Exec(t, busyDB, "CREATE TABLE t (id serial PRIMARY KEY)")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := startStream(t, ctx, sourceConn, targetConn)
+	waitCaughtUp(t, sourceConn, targetConn, done)
+	lastCommit := time.Now()
+	busy := datatest.Connect(t, source.ConnString(busyDB))
+	tc := datatest.Connect(t, targetConn)
+	for time.Since(lastCommit) < 4*time.Second {
+		if _, err := busy.Exec(context.Background(), "INSERT INTO t DEFAULT VALUES"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var inStep time.Time
+	if err := tc.QueryRow(context.Background(), "SELECT applied_commit_time FROM pgleap.replication").Scan(&inStep); err != nil {
+		t.Fatal(err)
+	}
+	if behind := time.Since(inStep); behind > 2*time.Second {
+		t.Fatalf("the target is in step with the source as of %s ago, with the database quiet and the stream idle: want at most a few status intervals", behind.Round(time.Millisecond))
+	}
+	cancel()
+	if r := <-done; r.err != nil {
+		t.Fatal(r.err)
+	}
+}
+
 // TestStreamSurvivesLostConnections ends the walsender and the apply session mid-stream:
 // the stream reconnects, resumes from the recorded position, and nothing is lost or doubled.
 func TestStreamSurvivesLostConnections(t *testing.T) {

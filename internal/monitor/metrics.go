@@ -24,7 +24,7 @@ var (
 	lagBytesDesc = prometheus.NewDesc("pgleap_apply_lag_bytes",
 		"Source WAL written since the last change the target applied.", nil, nil)
 	lagSecondsDesc = prometheus.NewDesc("pgleap_apply_lag_seconds",
-		"How long ago the last transaction applied committed on the source, when the target is behind (0 when caught up).", nil, nil)
+		"How long ago the target was in step with the source (the last applied commit, or a later moment with nothing left to apply), when it is behind (0 when caught up).", nil, nil)
 	appliedTransactionsDesc = prometheus.NewDesc("pgleap_applied_transactions_total",
 		"Source transactions applied to the target since streaming began.", nil, nil)
 	appliedChangesDesc = prometheus.NewDesc("pgleap_applied_changes_total",

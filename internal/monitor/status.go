@@ -24,7 +24,8 @@ type Status struct {
 	Slot           string    `json:"slot,omitempty"`
 	TargetGuard    bool      `json:"target_guard"`
 	AppliedLSN     string    `json:"applied_lsn,omitempty"`
-	// AppliedCommitTime is the source commit time of the last transaction applied.
+	// AppliedCommitTime is the source's time the target is in step with: the commit time of
+	// the last transaction applied, or a later moment when nothing more was left to apply.
 	AppliedCommitTime *time.Time `json:"applied_commit_time,omitempty"`
 	SourceLSN         string     `json:"source_lsn,omitempty"`
 	// LagBytes is the source WAL not applied yet, LagSeconds how long ago the last applied
@@ -267,7 +268,7 @@ func WriteStatus(w io.Writer, st *Status) error {
 	if st.Slot != "" {
 		fmt.Fprintf(&b, "  slot %s, applied up to %s", st.Slot, st.AppliedLSN)
 		if st.AppliedCommitTime != nil {
-			fmt.Fprintf(&b, " (source commit of %s)", st.AppliedCommitTime.Format(time.RFC3339))
+			fmt.Fprintf(&b, " (in step with the source as of %s)", st.AppliedCommitTime.Format(time.RFC3339))
 		}
 		b.WriteString("\n")
 		if st.LagBytes != nil {

@@ -70,7 +70,9 @@ type Progress struct {
 	// AppliedLSN is the end of the last source transaction applied, or the start of
 	// streaming when none is: streaming resumes there.
 	AppliedLSN pglogrepl.LSN
-	// CommitTime is the source commit time of that transaction, zero when none is applied.
+	// CommitTime is the source's time the target is in step with: the commit time of that
+	// transaction, or a later moment (a keepalive's) when the WAL up to AppliedLSN held
+	// nothing more to apply; zero when none is applied.
 	CommitTime time.Time
 	AppliedAt  time.Time
 	// Transactions and Changes count what was applied since streaming began.
