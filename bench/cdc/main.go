@@ -121,6 +121,8 @@ type drain struct {
 	// WAL each follower's walsender decodes again before it reaches the backlog: from its
 	// slot's restart_lsn to its confirmed_flush_lsn, where the drain starts.
 	nativeReread, pgleapReread int64
+	// The machine's busy cores in each step of each drain (busy.go).
+	nativeBusy, pgleapBusy []float64
 }
 
 func (b *bench) run(ctx context.Context) (err error) {
@@ -259,14 +261,16 @@ func (b *bench) backlogRound(ctx context.Context, round int) (drain, error) {
 		if d.nativeReread, err = b.reread(ctx, true); err != nil {
 			return err
 		}
-		start := time.Now()
+		start, busy := time.Now(), sampleBusy()
 		if err := b.exec(ctx, b.target, nativeDB, "ALTER SUBSCRIPTION bench_sub ENABLE"); err != nil {
+			busy.finish()
 			return err
 		}
-		if err := b.waitUntil(ctx, "the native subscription", b.target, nativeDB, markerSeen); err != nil {
+		err = b.waitUntil(ctx, "the native subscription", b.target, nativeDB, markerSeen)
+		d.native, d.nativeBusy = time.Since(start), busy.finish()
+		if err != nil {
 			return err
 		}
-		d.native = time.Since(start)
 		d.nativeCPU, err = b.cpuUse(ctx, "bench_sub", nativeDB,
 			"SELECT pid FROM pg_stat_subscription WHERE subname = 'bench_sub' AND pid IS NOT NULL", 0)
 		if err != nil {
@@ -280,18 +284,20 @@ func (b *bench) backlogRound(ctx context.Context, round int) (drain, error) {
 		if d.pgleapReread, err = b.reread(ctx, false); err != nil {
 			return err
 		}
-		start := time.Now()
 		bin := b.pgleapBin
 		if d.compared {
 			bin = b.cfg.compareBin
 		}
+		start, busy := time.Now(), sampleBusy()
 		if err := b.startPgleap(ctx, bin, fmt.Sprintf("pgleap-drain-%d.pprof", round+1)); err != nil {
+			busy.finish()
 			return err
 		}
-		if err := b.waitUntil(ctx, "pgleap", b.target, pgleapDB, markerSeen); err != nil {
+		err = b.waitUntil(ctx, "pgleap", b.target, pgleapDB, markerSeen)
+		d.pgleap, d.pgleapBusy = time.Since(start), busy.finish()
+		if err != nil {
 			return err
 		}
-		d.pgleap = time.Since(start)
 		d.pgleapCPU, err = b.cpuUse(ctx, "pgleap_stream", pgleapDB,
 			"SELECT pid FROM pg_stat_activity WHERE datname = 'pgleap' AND application_name = 'pgleap'", b.follower.Process.Pid)
 		if err != nil {
@@ -429,6 +435,14 @@ func (b *bench) report(drains []drain, steady *steadyResult, total time.Duration
 			d.pgleapCPU.walsender.Seconds(), d.pgleapCPU.target.Seconds(), d.pgleapCPU.follower.Seconds())
 		fmt.Printf("    WAL decoded again before the backlog (restart_lsn to confirmed_flush_lsn): native %d MB, pgleap %d MB\n",
 			d.nativeReread>>20, d.pgleapReread>>20)
+		for _, f := range []struct {
+			name  string
+			steps []float64
+		}{{"native", d.nativeBusy}, {"pgleap", d.pgleapBusy}} {
+			if line, idle := busyTimeline(f.steps, runtime.NumCPU()); line != "" {
+				fmt.Printf("    busy cores per %s, %s: |%s| %.2f core-seconds idle\n", busyInterval, f.name, line, idle.Seconds())
+			}
+		}
 	}
 	b.reportMedians(drains, false)
 	if b.cfg.compareBin != "" {
