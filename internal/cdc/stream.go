@@ -162,12 +162,14 @@ func (s *session) stats() ApplyStats {
 
 func (s *session) run(ctx context.Context) error {
 	err := s.stream(ctx)
+	stopped := ctx.Err() != nil && (err == nil || errors.Is(err, ctx.Err())) // and nothing else failed
 	if s.applier != nil {
 		// The group the target is committing has the target connection until it is done.
-		err = errors.Join(err, s.applier.settle())
+		settleErr := s.applier.settle()
+		err, stopped = errors.Join(err, settleErr), stopped && settleErr == nil
 	}
 	s.lost = s.connectionLost() // before close, which closes them all
-	if ctx.Err() != nil && !s.lost && s.applier != nil && (err == nil || errors.Is(err, ctx.Err())) {
+	if stopped && !s.lost && s.applier != nil {
 		s.confirmAtStop()
 	}
 	s.close()

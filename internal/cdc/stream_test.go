@@ -176,10 +176,10 @@ func TestStreamQuietDatabaseKeepsInStep(t *testing.T) {
 	defer cancel()
 	done := startStream(t, ctx, sourceConn, targetConn)
 	waitCaughtUp(t, sourceConn, targetConn, done)
-	lastCommit := time.Now()
+	quietSince := time.Now()
 	busy := datatest.Connect(t, source.ConnString(busyDB))
 	tc := datatest.Connect(t, targetConn)
-	for time.Since(lastCommit) < 4*time.Second {
+	for time.Since(quietSince) < 4*time.Second {
 		if _, err := busy.Exec(context.Background(), "INSERT INTO t DEFAULT VALUES"); err != nil {
 			t.Fatal(err)
 		}

@@ -28,9 +28,9 @@ type Status struct {
 	// the last transaction applied, or a later moment when nothing more was left to apply.
 	AppliedCommitTime *time.Time `json:"applied_commit_time,omitempty"`
 	SourceLSN         string     `json:"source_lsn,omitempty"`
-	// LagBytes is the source WAL not applied yet, LagSeconds how long ago the last applied
-	// transaction committed on the source when there is any (zero when caught up). Both
-	// need the source.
+	// LagBytes is the source WAL not applied yet, LagSeconds how long ago the target was in
+	// step with the source (AppliedCommitTime) when there is any (zero when caught up).
+	// Both need the source.
 	LagBytes   *int64   `json:"lag_bytes"`
 	LagSeconds *float64 `json:"lag_seconds"`
 	// SlotRetainedBytes is the WAL the source keeps for the slot.
