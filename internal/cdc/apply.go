@@ -71,19 +71,18 @@ type applier struct {
 	// was left to apply; recorded is what pgleap.replication says (it follows applied
 	// lazily while idle).
 	applied, recorded pglogrepl.LSN
-	// appliedAsOf is the source's time at the keepalive that last moved applied: the target
-	// is in step with the source as of then, which is what the lag in seconds is measured
-	// from while the source writes only WAL with nothing to apply (persistIdle records it).
-	appliedAsOf time.Time
-	cur         *Begin // the source transaction being applied
-	net         map[string]*netTable
+	// inStep is a mark of the source (a WAL position and its clock then) taken while idle;
+	// once applied reaches it, the target is in step with the source as of its time, which
+	// persistIdle records for the lag in seconds. recordedAsOf is the time recorded last.
+	inStep       inStepMark
+	recordedAsOf time.Time
+	cur          *Begin // the source transaction being applied
+	net          map[string]*netTable
 	// inflight is the closed group the target is committing while the next one is read;
-	// inflightIdleEnd (at inflightIdleAt) a keepalive's position received meanwhile with
-	// nothing else open, applied once inflight commits; handedEnd the last position handed
-	// to the target.
+	// inflightIdleEnd a keepalive's position received meanwhile with nothing else open,
+	// applied once inflight commits; handedEnd the last position handed to the target.
 	inflight                   *groupCommit
 	inflightIdleEnd, handedEnd pglogrepl.LSN
-	inflightIdleAt             time.Time
 	// lastCommitLSN is the commit position of the last source transaction taken in (or,
 	// before the first, the recorded position: every transaction applied committed before it).
 	lastCommitLSN pglogrepl.LSN
@@ -123,7 +122,6 @@ type groupStats struct {
 	end          pglogrepl.LSN
 	commitTime   time.Time
 	idleEnd      pglogrepl.LSN // a keepalive's position received after the group's last commit
-	idleAt       time.Time     // and the source's time then
 	// schemaChanged: a captured schema change ran in the group.
 	schemaChanged bool
 }
@@ -527,11 +525,8 @@ func (a *applier) commitGroup(ctx context.Context) error {
 	if err := a.settle(); err != nil {
 		return err
 	}
-	end, asOf := a.group.end, a.group.commitTime
-	if a.group.idleEnd > end {
-		end, asOf = a.group.idleEnd, a.group.idleAt
-	}
-	g := &groupCommit{steps: steps, tx: a.tx, end: end, record: end > a.handedEnd, commitTime: asOf,
+	end := max(a.group.end, a.group.idleEnd)
+	g := &groupCommit{steps: steps, tx: a.tx, end: end, record: end > a.handedEnd, commitTime: a.group.commitTime,
 		transactions: a.group.transactions, changes: a.group.changes, done: make(chan struct{})}
 	a.handedEnd = max(a.handedEnd, end)
 	a.inflight, a.inflightIdleEnd = g, 0
@@ -618,12 +613,12 @@ func (a *applier) reap() error {
 	if g.err != nil {
 		return g.err
 	}
-	if a.inflightIdleEnd > max(a.applied, g.end) {
-		a.appliedAsOf = a.inflightIdleAt
-	}
 	a.applied = max(a.applied, g.end, a.inflightIdleEnd)
 	if g.record {
 		a.recorded = max(a.recorded, g.end)
+		if g.commitTime.After(a.recordedAsOf) {
+			a.recordedAsOf = g.commitTime
+		}
 	}
 	a.Stats.Groups++
 	return nil
@@ -752,6 +747,39 @@ func describeKey(c *Change) string {
 		}
 	}
 	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+// inStepMark is the source's WAL insert position and its clock, read together: every
+// transaction that had committed by then is before that position.
+type inStepMark struct {
+	lsn pglogrepl.LSN
+	at  time.Time
+}
+
+// markInStep reads a mark of the source while the stream is idle, unless one is pending.
+func (a *applier) markInStep(ctx context.Context, source *pgx.Conn) error {
+	if a.inStep.lsn != 0 {
+		return nil
+	}
+	err := source.QueryRow(ctx, "SELECT pg_catalog.pg_current_wal_insert_lsn(), pg_catalog.clock_timestamp()").Scan(&a.inStep.lsn, &a.inStep.at)
+	if err != nil {
+		return fmt.Errorf("read the WAL position and clock of the source: %w", err)
+	}
+	return nil
+}
+
+// inStepAsOf is the source time the target is newly in step with, once applied has
+// reached the pending mark; zero otherwise (what is recorded stays).
+func (a *applier) inStepAsOf() time.Time {
+	if a.inStep.lsn == 0 || a.applied < a.inStep.lsn {
+		return time.Time{}
+	}
+	at := a.inStep.at
+	a.inStep = inStepMark{}
+	if !at.After(a.recordedAsOf) {
+		return time.Time{}
+	}
+	return at
 }
 
 // flushAllNet writes every table's pending net changes.

@@ -21,7 +21,7 @@
 // neither repeats nor skips a transaction. The source is told as flushed only positions the
 // target has committed, or, when every transaction received is applied and none is in
 // flight, the position of a keepalive: WAL before it holds nothing still to apply. A clean
-// stop tells the source everything applied, so the slot keeps no WAL for it.
+// stop tells the source everything applied.
 //
 // A table copied at a later snapshot than the slot's start (a resumed copy) records that
 // snapshot's LSN; changes to it from transactions that committed before that LSN are in

@@ -141,6 +141,7 @@ type session struct {
 	inStream   bool
 	streamXid  uint32
 	lost       bool      // a connection broke
+	streaming  bool      // the replication connection streams (loop has begun)
 	nextStatus time.Time // when the source is next told where the target stands
 	// hold is where a verification asked the apply to stop (see hold.go).
 	hold         pendingHold
@@ -169,7 +170,7 @@ func (s *session) run(ctx context.Context) error {
 		err, stopped = errors.Join(err, settleErr), stopped && settleErr == nil
 	}
 	s.lost = s.connectionLost() // before close, which closes them all
-	if stopped && !s.lost && s.applier != nil {
+	if stopped && s.streaming && !s.lost {
 		s.confirmAtStop()
 	}
 	s.close()
@@ -178,9 +179,9 @@ func (s *session) run(ctx context.Context) error {
 
 // confirmAtStop records what the target applied and tells the source, as a clean stop
 // (Ctrl-C) ends the stream: otherwise the slot's confirmed position would lag by up to a
-// status interval, and the source would keep that WAL until the next run. The open group,
-// if any, is rolled back and streams again next time. A failure only leaves that WAL kept
-// longer.
+// status interval. (The WAL the source keeps for the slot starts at its restart point,
+// which moves on its own schedule.) The open group, if any, is rolled back and streams
+// again next time. A failure only leaves the confirmed position where it was.
 func (s *session) confirmAtStop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -191,7 +192,7 @@ func (s *session) confirmAtStop() {
 		err = s.sendStatus(ctx, false)
 	}
 	if err != nil {
-		s.opts.Logger.Warn("stopping: could not confirm the applied position to the source, which keeps the WAL since its last confirmation until the next run", "applied", a.applied, "err", err)
+		s.opts.Logger.Warn("stopping: could not confirm the applied position to the source; the next run does", "applied", a.applied, "err", err)
 	}
 }
 
@@ -311,6 +312,7 @@ func (s *session) close() {
 // loop receives until an error. It never blocks past the next thing due: a group to commit
 // or a status to send.
 func (s *session) loop(ctx context.Context) error {
+	s.streaming = true
 	s.nextStatus = time.Now().Add(s.opts.StatusInterval)
 	// Receives wait on a read deadline of the socket rather than on a context: pgconn
 	// watches a context with a goroutine hand-off per call, which costs more than decoding
@@ -426,6 +428,11 @@ func (s *session) statusIfDue(ctx context.Context, now time.Time) error {
 	if err := s.persistIdle(ctx); err != nil {
 		return err
 	}
+	if idle {
+		if err := s.applier.markInStep(ctx, s.source); err != nil {
+			return err
+		}
+	}
 	if err := s.sendStatus(ctx, idle); err != nil {
 		return err
 	}
@@ -443,7 +450,7 @@ func (s *session) handle(ctx context.Context, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("parse keepalive: %w", err)
 		}
-		s.advanceIdle(ka.ServerWALEnd, ka.ServerTime)
+		s.advanceIdle(ka.ServerWALEnd)
 		if err := s.holdIfIdleAt(ctx); err != nil {
 			return err
 		}
@@ -578,23 +585,22 @@ func (s *session) applyMessage(ctx context.Context, walData []byte) error {
 // records it when it commits, a committing group's position is moved to it once the group
 // has committed, and an idle stream records it when its status is due (persistIdle).
 // Reporting it to the source before it is recorded is safe: a restart from the older
-// recorded position finds nothing to apply in between. at, the source's time in the
-// keepalive, is recorded with it in place of a commit time: the target is in step with the
-// source as of then, so a quiet database on a busy server does not look ever further behind.
-func (s *session) advanceIdle(walEnd pglogrepl.LSN, at time.Time) {
+// recorded position finds nothing to apply in between.
+//
+// A keepalive's time says nothing of how far behind the walsender is, so it is not what
+// the target is in step with: the idle stream takes its own mark of the source for that
+// (markInStep), and records its time once the applied position has reached it. A quiet
+// database on a busy server then does not look ever further behind since its last commit.
+func (s *session) advanceIdle(walEnd pglogrepl.LSN) {
 	a := s.applier
 	switch {
 	case a.cur != nil || walEnd <= a.applied:
 	case a.group.open:
-		if walEnd > a.group.idleEnd {
-			a.group.idleEnd, a.group.idleAt = walEnd, at
-		}
+		a.group.idleEnd = max(a.group.idleEnd, walEnd)
 	case a.inflight != nil:
-		if walEnd > a.inflightIdleEnd {
-			a.inflightIdleEnd, a.inflightIdleAt = walEnd, at
-		}
+		a.inflightIdleEnd = max(a.inflightIdleEnd, walEnd)
 	default:
-		a.applied, a.appliedAsOf = walEnd, at
+		a.applied = walEnd
 	}
 }
 
@@ -604,11 +610,15 @@ func (s *session) persistIdle(ctx context.Context) error {
 	if a.group.open || a.cur != nil || a.inflight != nil || a.applied <= a.recorded {
 		return nil
 	}
-	err := pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error { return state.RecordApplied(ctx, tx, a.applied, a.appliedAsOf, 0, 0) })
+	asOf := a.inStepAsOf()
+	err := pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error { return state.RecordApplied(ctx, tx, a.applied, asOf, 0, 0) })
 	if err != nil {
 		return err
 	}
 	a.recorded = a.applied
+	if !asOf.IsZero() {
+		a.recordedAsOf = asOf
+	}
 	return nil
 }
 

@@ -198,6 +198,53 @@ func TestStreamQuietDatabaseKeepsInStep(t *testing.T) {
 	}
 }
 
+// TestStreamInStepNeverAhead: while the walsender works through WAL of another database,
+// the target is never said to be in step with the source as of a moment after a
+// transaction of its own database that it has not applied yet (a lag in seconds too small
+// would let a cutover freeze writes with much still to apply).
+func TestStreamInStepNeverAhead(t *testing.T) {
+	source, target := pgtest.Shared(t, pgtest.SourceMajor()), pgtest.Shared(t, pgtest.TargetMajor())
+	sourceConn, targetConn := followedPair(t, source, target, `CREATE TABLE ticks (id int PRIMARY KEY); INSERT INTO ticks VALUES (1)`)
+	busyDB := source.CreateDatabase(t)
+	source.Exec(t, busyDB, "CREATE TABLE t (id int, pad text)")
+	catchUp(t, sourceConn, targetConn)
+	// A backlog: much WAL of the other database, then one transaction of this one.
+	source.Exec(t, busyDB, "INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series(1, 1500000) g")
+	var committed time.Time
+	quiet := datatest.Connect(t, sourceConn)
+	if err := quiet.QueryRow(context.Background(), "INSERT INTO ticks VALUES (2) RETURNING clock_timestamp()").Scan(&committed); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := startStream(t, ctx, sourceConn, targetConn)
+	tc := datatest.Connect(t, targetConn)
+	checked := 0
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var applied bool
+		var inStep *time.Time
+		err := tc.QueryRow(context.Background(), "SELECT EXISTS (SELECT FROM ticks WHERE id = 2), (SELECT applied_commit_time FROM pgleap.replication)").Scan(&applied, &inStep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if applied {
+			break
+		}
+		if inStep != nil && inStep.After(committed) {
+			t.Fatalf("the target is said to be in step with the source as of %s, after the transaction of %s it has not applied", inStep.Format(time.RFC3339Nano), committed.Format(time.RFC3339Nano))
+		}
+		checked++
+		if time.Now().After(deadline) {
+			t.Fatal("the transaction was not applied within a minute")
+		}
+	}
+	t.Logf("checked %d times before the transaction was applied", checked)
+	cancel()
+	if r := <-done; r.err != nil {
+		t.Fatal(r.err)
+	}
+}
+
 // TestStreamSurvivesLostConnections ends the walsender and the apply session mid-stream:
 // the stream reconnects, resumes from the recorded position, and nothing is lost or doubled.
 func TestStreamSurvivesLostConnections(t *testing.T) {
