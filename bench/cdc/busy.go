@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -19,50 +18,72 @@ const busyInterval = 100 * time.Millisecond
 // again, the follower starting), one at the end is the target alone (the last group).
 type busySampler struct {
 	stop chan struct{}
-	done chan []float64
+	done chan busyResult
+}
+
+type busyResult struct {
+	steps []busyStep // the last one covers the time since the last full step
+	cores int
+	err   error
+}
+
+// busyStep is how many cores were busy on average for how long.
+type busyStep struct {
+	busy float64
+	took time.Duration
 }
 
 func sampleBusy() *busySampler {
-	s := &busySampler{stop: make(chan struct{}), done: make(chan []float64, 1)}
+	s := &busySampler{stop: make(chan struct{}), done: make(chan busyResult, 1)}
 	go func() {
-		var steps []float64
+		var steps []busyStep
 		ticker := time.NewTicker(busyInterval)
 		defer ticker.Stop()
 		last, err := cpuTicks()
+		lastAt := time.Now()
 		for err == nil {
+			stopping := false
 			select {
 			case <-s.stop:
-				s.done <- steps
-				return
+				stopping = true
 			case <-ticker.C:
 			}
 			var now machineTicks
 			if now, err = cpuTicks(); err == nil {
-				steps = append(steps, now.busyCores(last))
-				last = now
+				steps = append(steps, busyStep{busy: now.busyCores(last), took: time.Since(lastAt)})
+				last, lastAt = now, time.Now()
+			}
+			if stopping {
+				break
 			}
 		}
-		<-s.stop
-		s.done <- nil // /proc/stat unreadable: no timeline
+		if err != nil {
+			<-s.stop
+		}
+		s.done <- busyResult{steps: steps, cores: last.cores, err: err}
 	}()
 	return s
 }
 
 // finish stops sampling and returns the busy cores of each step.
-func (s *busySampler) finish() []float64 {
+func (s *busySampler) finish() busyResult {
 	close(s.stop)
 	return <-s.done
 }
 
-// machineTicks are /proc/stat's cumulative clock ticks of all cores: busy and in all.
-type machineTicks struct{ busy, total int64 }
+// machineTicks are /proc/stat's cumulative clock ticks of all cores, busy and in all, and
+// how many cores it lists.
+type machineTicks struct {
+	busy, total int64
+	cores       int
+}
 
 // busyCores is how many of the machine's cores were busy on average between two readings.
 func (t machineTicks) busyCores(before machineTicks) float64 {
 	if t.total <= before.total {
 		return 0
 	}
-	return float64(runtime.NumCPU()) * float64(t.busy-before.busy) / float64(t.total-before.total)
+	return float64(t.cores) * float64(t.busy-before.busy) / float64(t.total-before.total)
 }
 
 // cpuTicks reads the first line of /proc/stat: user nice system idle iowait irq softirq
@@ -72,7 +93,7 @@ func cpuTicks() (machineTicks, error) {
 	if err != nil {
 		return machineTicks{}, err
 	}
-	line, _, _ := bytes.Cut(stat, []byte("\n"))
+	line, rest, _ := bytes.Cut(stat, []byte("\n"))
 	fields := strings.Fields(string(line))
 	if len(fields) < 9 || fields[0] != "cpu" {
 		return machineTicks{}, fmt.Errorf("read /proc/stat: unexpected first line %q", line)
@@ -88,18 +109,24 @@ func cpuTicks() (machineTicks, error) {
 			t.busy += n
 		}
 	}
+	for line := range bytes.SplitSeq(rest, []byte("\n")) {
+		if bytes.HasPrefix(line, []byte("cpu")) {
+			t.cores++ // cpu0, cpu1, ...: the cores the first line adds up
+		}
+	}
 	return t, nil
 }
 
-// busyTimeline draws the busy cores of each step, from ' ' (none) to '█' (every core), and
+// timeline draws the busy cores of each step, from ' ' (none) to '█' (every core), and
 // sums the idle core-seconds: what a drain left unused of the machine.
-func busyTimeline(steps []float64, cores int) (line string, idle time.Duration) {
+func (r busyResult) timeline() (line string, idle time.Duration) {
 	levels := []rune(" ▁▂▃▄▅▆▇█")
+	cores := float64(max(r.cores, 1))
 	var b strings.Builder
-	for _, busy := range steps {
-		frac := min(max(busy/float64(cores), 0), 1)
-		b.WriteRune(levels[int(frac*float64(len(levels)-1)+0.5)])
-		idle += time.Duration((float64(cores) - min(busy, float64(cores))) * float64(busyInterval))
+	for _, s := range r.steps {
+		busy := min(max(s.busy, 0), cores)
+		b.WriteRune(levels[int(busy/cores*float64(len(levels)-1)+0.5)])
+		idle += time.Duration((cores - busy) * float64(s.took))
 	}
 	return b.String(), idle
 }

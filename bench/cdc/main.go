@@ -122,7 +122,7 @@ type drain struct {
 	// slot's restart_lsn to its confirmed_flush_lsn, where the drain starts.
 	nativeReread, pgleapReread int64
 	// The machine's busy cores in each step of each drain (busy.go).
-	nativeBusy, pgleapBusy []float64
+	nativeBusy, pgleapBusy busyResult
 }
 
 func (b *bench) run(ctx context.Context) (err error) {
@@ -436,12 +436,15 @@ func (b *bench) report(drains []drain, steady *steadyResult, total time.Duration
 		fmt.Printf("    WAL decoded again before the backlog (restart_lsn to confirmed_flush_lsn): native %d MB, pgleap %d MB\n",
 			d.nativeReread>>20, d.pgleapReread>>20)
 		for _, f := range []struct {
-			name  string
-			steps []float64
+			name string
+			busy busyResult
 		}{{"native", d.nativeBusy}, {"pgleap", d.pgleapBusy}} {
-			if line, idle := busyTimeline(f.steps, runtime.NumCPU()); line != "" {
-				fmt.Printf("    busy cores per %s, %s: |%s| %.2f core-seconds idle\n", busyInterval, f.name, line, idle.Seconds())
+			if f.busy.err != nil {
+				fmt.Printf("    busy cores, %s: not sampled: %v\n", f.name, f.busy.err)
+				continue
 			}
+			line, idle := f.busy.timeline()
+			fmt.Printf("    busy cores per %s, %s: |%s| %.2f core-seconds idle\n", busyInterval, f.name, line, idle.Seconds())
 		}
 	}
 	b.reportMedians(drains, false)
@@ -563,7 +566,7 @@ func (b *bench) stopPgleap() error {
 func (b *bench) reread(ctx context.Context, native bool) (int64, error) {
 	var bytes int64
 	err := b.queryRow(ctx, b.source, sourceDB, fmt.Sprintf(`SELECT coalesce(sum(pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, restart_lsn)), 0)::bigint
-		FROM pg_catalog.pg_replication_slots WHERE database = current_database() AND (slot_name = 'bench_sub') = %t`, native), &bytes)
+		FROM pg_catalog.pg_replication_slots WHERE database = current_database() AND NOT temporary AND (slot_name = 'bench_sub') = %t`, native), &bytes)
 	if err != nil {
 		return 0, fmt.Errorf("read the slots' positions: %w", err)
 	}
