@@ -71,8 +71,8 @@ type Progress struct {
 	// streaming when none is: streaming resumes there.
 	AppliedLSN pglogrepl.LSN
 	// CommitTime is the source's time the target is in step with: the commit time of that
-	// transaction, or a later moment (a keepalive's) when the WAL up to AppliedLSN held
-	// nothing more to apply; zero when none is applied.
+	// transaction, or a later moment (a mark the idle stream took of the source) when the
+	// WAL up to AppliedLSN held nothing more to apply; zero when none is applied.
 	CommitTime time.Time
 	AppliedAt  time.Time
 	// Transactions and Changes count what was applied since streaming began.
