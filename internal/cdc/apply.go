@@ -73,11 +73,10 @@ type applier struct {
 	applied, recorded pglogrepl.LSN
 	// inStep is a mark of the source (a WAL position and its clock then) taken while idle;
 	// once applied reaches it, the target is in step with the source as of its time, which
-	// persistIdle records for the lag in seconds. recordedAsOf is the time recorded last.
-	inStep       inStepMark
-	recordedAsOf time.Time
-	cur          *Begin // the source transaction being applied
-	net          map[string]*netTable
+	// persistIdle records for the lag in seconds.
+	inStep inStepMark
+	cur    *Begin // the source transaction being applied
+	net    map[string]*netTable
 	// inflight is the closed group the target is committing while the next one is read;
 	// inflightIdleEnd a keepalive's position received meanwhile with nothing else open,
 	// applied once inflight commits; handedEnd the last position handed to the target.
@@ -616,9 +615,6 @@ func (a *applier) reap() error {
 	a.applied = max(a.applied, g.end, a.inflightIdleEnd)
 	if g.record {
 		a.recorded = max(a.recorded, g.end)
-		if g.commitTime.After(a.recordedAsOf) {
-			a.recordedAsOf = g.commitTime
-		}
 	}
 	a.Stats.Groups++
 	return nil
@@ -768,17 +764,14 @@ func (a *applier) markInStep(ctx context.Context, source *pgx.Conn) error {
 	return nil
 }
 
-// inStepAsOf is the source time the target is newly in step with, once applied has
-// reached the pending mark; zero otherwise (what is recorded stays).
+// inStepAsOf is the source time the target is in step with once applied has reached the
+// pending mark, which it then clears; zero before (what is recorded stays).
 func (a *applier) inStepAsOf() time.Time {
 	if a.inStep.lsn == 0 || a.applied < a.inStep.lsn {
 		return time.Time{}
 	}
 	at := a.inStep.at
 	a.inStep = inStepMark{}
-	if !at.After(a.recordedAsOf) {
-		return time.Time{}
-	}
 	return at
 }
 

@@ -616,9 +616,6 @@ func (s *session) persistIdle(ctx context.Context) error {
 		return err
 	}
 	a.recorded = a.applied
-	if !asOf.IsZero() {
-		a.recordedAsOf = asOf
-	}
 	return nil
 }
 

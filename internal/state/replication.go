@@ -107,15 +107,16 @@ func LoadProgress(ctx context.Context, conn *pgx.Conn) (Progress, error) {
 // RecordApplied moves the applied position to end, inside the target transaction that
 // applied the source transactions up to it. It refuses to move backwards: two apply
 // processes on one target would otherwise interleave unnoticed.
-// transactions and changes are what the transaction applies; a zero commitTime (a move
-// over WAL with nothing to apply) keeps the last one.
+// transactions and changes are what the transaction applies; commitTime is the source's
+// time the target is now in step with, recorded only when later than the one recorded (a
+// zero one, a move over WAL with nothing to apply, keeps it).
 func RecordApplied(ctx context.Context, tx pgx.Tx, end pglogrepl.LSN, commitTime time.Time, transactions, changes int64) error {
 	var commit *time.Time
 	if !commitTime.IsZero() {
 		commit = &commitTime
 	}
 	tag, err := tx.Exec(ctx, `UPDATE pgleap.replication SET applied_lsn = $1::text::pg_lsn,
-		applied_commit_time = coalesce($2, applied_commit_time), applied_at = now(),
+		applied_commit_time = greatest(applied_commit_time, $2), applied_at = now(),
 		applied_transactions = applied_transactions + $3, applied_changes = applied_changes + $4
 		WHERE coalesce(applied_lsn, start_lsn) <= $1::text::pg_lsn`, end.String(), commit, transactions, changes)
 	if err != nil {

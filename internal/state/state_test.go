@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgleap/pgleap/internal/pgtest"
@@ -109,6 +110,18 @@ func TestReplicationRecord(t *testing.T) {
 	got, ok, err := LoadReplication(ctx, conn)
 	if err != nil || !ok || got.StartLSN != 0x16B3748 || got.Publication != "pgleap_aaa" {
 		t.Fatalf("LoadReplication = %+v, %v, %v", got, ok, err)
+	}
+	// The time the target is in step with moves forward only: a zero one (WAL with nothing
+	// to apply) or an older one keeps the last.
+	inStep := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	for i, at := range []time.Time{inStep, {}, inStep.Add(-time.Minute)} {
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return RecordApplied(ctx, tx, pglogrepl.LSN(0x16B4000+i), at, 0, 0) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if progress, err := LoadProgress(ctx, conn); err != nil || !progress.CommitTime.Equal(inStep) {
+			t.Fatalf("after recording %s: in step as of %s (%v), want %s", at, progress.CommitTime, err, inStep)
+		}
 	}
 	// Names reach replication commands unquoted: the state refuses any other alphabet.
 	if _, err := conn.Exec(ctx, "UPDATE pgleap.replication SET slot_name = 'x; DROP'"); err == nil {
