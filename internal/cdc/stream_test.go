@@ -217,8 +217,9 @@ func TestStreamInStepNeverAhead(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := startStream(t, ctx, sourceConn, targetConn)
 	tc := datatest.Connect(t, targetConn)
+	started := time.Now()
+	done := startStream(t, ctx, sourceConn, targetConn)
 	checked := 0
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		var applied bool
@@ -237,6 +238,11 @@ func TestStreamInStepNeverAhead(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the transaction was not applied within a minute")
 		}
+	}
+	// The stream must have stood behind for several status intervals (100 ms in tests),
+	// each a chance to record a time too new; else the test proved nothing.
+	if behind := time.Since(started); behind < 500*time.Millisecond {
+		t.Fatalf("the transaction was applied %s after the stream started: the backlog before it is too small to test anything", behind.Round(time.Millisecond))
 	}
 	t.Logf("checked %d times before the transaction was applied", checked)
 	cancel()
