@@ -36,13 +36,12 @@ type busyStep struct {
 func sampleBusy() *busySampler {
 	s := &busySampler{stop: make(chan struct{}), done: make(chan busyResult, 1)}
 	go func() {
-		var steps []busyStep
 		ticker := time.NewTicker(busyInterval)
 		defer ticker.Stop()
+		var r busyResult
 		last, err := cpuTicks()
 		lastAt := time.Now()
-		for err == nil {
-			stopping := false
+		for stopping := false; err == nil && !stopping; {
 			select {
 			case <-s.stop:
 				stopping = true
@@ -50,17 +49,13 @@ func sampleBusy() *busySampler {
 			}
 			var now machineTicks
 			if now, err = cpuTicks(); err == nil {
-				steps = append(steps, busyStep{busy: now.busyCores(last), took: time.Since(lastAt)})
+				r.steps = append(r.steps, busyStep{busy: now.busyCores(last), took: time.Since(lastAt)})
 				last, lastAt = now, time.Now()
 			}
-			if stopping {
-				break
-			}
 		}
-		if err != nil {
-			<-s.stop
-		}
-		s.done <- busyResult{steps: steps, cores: last.cores, err: err}
+		<-s.stop // closed by finish, which waits for the result
+		r.cores, r.err = last.cores, err
+		s.done <- r
 	}()
 	return s
 }

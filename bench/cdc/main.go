@@ -255,18 +255,18 @@ func (b *bench) backlogRound(ctx context.Context, round int) (drain, error) {
 		return d, err
 	}
 	markerSeen := fmt.Sprintf("SELECT round = %d FROM bench_marker", round)
+	// Each slot's positions move only while its own follower runs: read both before either.
+	if d.nativeReread, d.pgleapReread, err = b.reread(ctx); err != nil {
+		return d, err
+	}
 	drainNative := func() error {
 		b.log.Info("drain with the native subscription", "round", round+1)
-		var err error
-		if d.nativeReread, err = b.reread(ctx, true); err != nil {
-			return err
-		}
 		start, busy := time.Now(), sampleBusy()
 		if err := b.exec(ctx, b.target, nativeDB, "ALTER SUBSCRIPTION bench_sub ENABLE"); err != nil {
 			busy.finish()
 			return err
 		}
-		err = b.waitUntil(ctx, "the native subscription", b.target, nativeDB, markerSeen)
+		err := b.waitUntil(ctx, "the native subscription", b.target, nativeDB, markerSeen)
 		d.native, d.nativeBusy = time.Since(start), busy.finish()
 		if err != nil {
 			return err
@@ -280,10 +280,6 @@ func (b *bench) backlogRound(ctx context.Context, round int) (drain, error) {
 	}
 	drainPgleap := func() error {
 		b.log.Info("drain with pgleap", "round", round+1)
-		var err error
-		if d.pgleapReread, err = b.reread(ctx, false); err != nil {
-			return err
-		}
 		bin := b.pgleapBin
 		if d.compared {
 			bin = b.cfg.compareBin
@@ -293,7 +289,7 @@ func (b *bench) backlogRound(ctx context.Context, round int) (drain, error) {
 			busy.finish()
 			return err
 		}
-		err = b.waitUntil(ctx, "pgleap", b.target, pgleapDB, markerSeen)
+		err := b.waitUntil(ctx, "pgleap", b.target, pgleapDB, markerSeen)
 		d.pgleap, d.pgleapBusy = time.Since(start), busy.finish()
 		if err != nil {
 			return err
@@ -560,17 +556,18 @@ func (b *bench) stopPgleap() error {
 	return nil
 }
 
-// reread is how much WAL the walsender of a follower's slot decodes before it reaches what
-// the follower has not confirmed: a slot restarts from its restart_lsn, which moves only
-// when the follower confirms past a point the walsender chose while decoding.
-func (b *bench) reread(ctx context.Context, native bool) (int64, error) {
-	var bytes int64
-	err := b.queryRow(ctx, b.source, sourceDB, fmt.Sprintf(`SELECT coalesce(sum(pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, restart_lsn)), 0)::bigint
-		FROM pg_catalog.pg_replication_slots WHERE database = current_database() AND NOT temporary AND (slot_name = 'bench_sub') = %t`, native), &bytes)
+// reread is how much WAL the walsender of each follower's slot decodes before it reaches
+// what the follower has not confirmed: a slot restarts from its restart_lsn, which moves
+// only when the follower confirms past a point the walsender chose while decoding.
+func (b *bench) reread(ctx context.Context) (native, pgleap int64, err error) {
+	err = b.queryRow(ctx, b.source, sourceDB, `SELECT
+		coalesce(sum(pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, restart_lsn)) FILTER (WHERE slot_name = 'bench_sub'), 0)::bigint,
+		coalesce(sum(pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, restart_lsn)) FILTER (WHERE slot_name <> 'bench_sub'), 0)::bigint
+		FROM pg_catalog.pg_replication_slots WHERE database = current_database() AND NOT temporary`, &native, &pgleap)
 	if err != nil {
-		return 0, fmt.Errorf("read the slots' positions: %w", err)
+		return 0, 0, fmt.Errorf("read the slots' positions: %w", err)
 	}
-	return bytes, nil
+	return native, pgleap, nil
 }
 
 // cpuUse is the CPU time, user and system, of the processes that drained a backlog, since
