@@ -745,8 +745,11 @@ func describeKey(c *Change) string {
 	return "(" + strings.Join(parts, ", ") + ")"
 }
 
-// inStepMark is the source's WAL insert position and its clock, read together: every
-// transaction that had committed by then is before that position.
+// inStepMark is the source's WAL flush position and its clock, read together: every
+// transaction durably committed by then ends before that position. (Not the insert
+// position: a record written after the last commit that nothing flushes, such as the
+// background writer's snapshot of running transactions, is never sent, and a mark past it
+// would not be reached before the next commit on the server.)
 type inStepMark struct {
 	lsn pglogrepl.LSN
 	at  time.Time
@@ -757,7 +760,7 @@ func (a *applier) markInStep(ctx context.Context, source *pgx.Conn) error {
 	if a.inStep.lsn != 0 {
 		return nil
 	}
-	err := source.QueryRow(ctx, "SELECT pg_catalog.pg_current_wal_insert_lsn(), pg_catalog.clock_timestamp()").Scan(&a.inStep.lsn, &a.inStep.at)
+	err := source.QueryRow(ctx, "SELECT pg_catalog.pg_current_wal_flush_lsn(), pg_catalog.clock_timestamp()").Scan(&a.inStep.lsn, &a.inStep.at)
 	if err != nil {
 		return fmt.Errorf("read the WAL position and clock of the source: %w", err)
 	}

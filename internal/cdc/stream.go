@@ -604,13 +604,18 @@ func (s *session) advanceIdle(walEnd pglogrepl.LSN) {
 	}
 }
 
-// persistIdle records a position advanced while idle, at most once per status.
+// persistIdle records, at most once per status, a position advanced while idle, or the
+// time of a mark of the source the applied position has reached (on a quiet server the
+// position does not move, and the target is in step as of each mark).
 func (s *session) persistIdle(ctx context.Context) error {
 	a := s.applier
-	if a.group.open || a.cur != nil || a.inflight != nil || a.applied <= a.recorded {
+	if a.group.open || a.cur != nil || a.inflight != nil {
 		return nil
 	}
 	asOf := a.inStepAsOf()
+	if a.applied <= a.recorded && asOf.IsZero() {
+		return nil
+	}
 	err := pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error { return state.RecordApplied(ctx, tx, a.applied, asOf, 0, 0) })
 	if err != nil {
 		return err
