@@ -48,7 +48,9 @@ func newMigrateCommand(c *cli) *cobra.Command {
      VALID and validated last; materialized views refreshed; then ANALYZE.
   5. then, unless --no-follow, it streams the changes made on the source since the copy's
      snapshot from a logical replication slot it created before the copy, applying them on
-     the target in commit order, until Ctrl-C (or cutover).
+     the target in commit order, until Ctrl-C (or cutover). A second target session reads
+     ahead the rows a backlog's changes will update or delete, so that the apply finds
+     their pages in memory.
 --schema-only stops before the rows. --no-follow makes a cold copy: it leaves no slot or
 publication on the source, and cannot be followed afterwards.
 
@@ -189,8 +191,8 @@ streaming from the last change the target committed.`,
 						Stream cdc.Stats
 					}{result, stats})
 				}
-				_, err = fmt.Fprintf(c.stdout, "stopped streaming: %d transactions (%d changes) applied in %d target transactions (%s of target work), %d reconnections\n",
-					stats.Transactions, stats.Changes, stats.Groups, stats.TargetTime.Round(time.Millisecond), stats.Reconnects)
+				_, err = fmt.Fprintf(c.stdout, "stopped streaming: %d transactions (%d changes) applied in %d target transactions (%s of target work, %d rows read ahead), %d reconnections\n",
+					stats.Transactions, stats.Changes, stats.Groups, stats.TargetTime.Round(time.Millisecond), stats.Prefetched, stats.Reconnects)
 				return err
 			}
 			stage, err := schema.Prepare(ctx, opts)

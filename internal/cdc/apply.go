@@ -77,6 +77,10 @@ type applier struct {
 	inStep inStepMark
 	cur    *Begin // the source transaction being applied
 	net    map[string]*netTable
+	// prefetch reads the rows of the open group ahead of the apply session (nil: none);
+	// openedGroups numbers the groups, so that it can tell one already handed over.
+	prefetch     *prefetcher
+	openedGroups int64
 	// inflight is the closed group the target is committing while the next one is read;
 	// inflightIdleEnd a keepalive's position received meanwhile with nothing else open,
 	// applied once inflight commits; handedEnd the last position handed to the target.
@@ -111,6 +115,8 @@ type ApplyStats struct {
 	// TargetTime is the time the target spent executing and committing, most of it while
 	// the next group was being read.
 	TargetTime time.Duration
+	// Prefetched counts the rows a second target session read ahead of the apply (prefetch.go).
+	Prefetched int64
 }
 
 type groupStats struct {
@@ -238,6 +244,7 @@ func (a *applier) begin(b Begin) error {
 	}
 	if !a.group.open {
 		a.group = groupStats{open: true, started: a.now}
+		a.openedGroups++
 	}
 	a.cur = &b
 	a.curChanges = 0
@@ -300,6 +307,9 @@ func (a *applier) apply(ctx context.Context, c *Change) error {
 			a.Stats.Changes++
 			if t.bytes > maxNetBytes {
 				return a.flushNet(ctx, name)
+			}
+			if len(t.unread) >= prefetchRows {
+				a.offerPrefetch(t)
 			}
 			return nil
 		}
@@ -528,6 +538,9 @@ func (a *applier) commitGroup(ctx context.Context) error {
 	g := &groupCommit{steps: steps, tx: a.tx, end: end, record: end > a.handedEnd, commitTime: a.group.commitTime,
 		transactions: a.group.transactions, changes: a.group.changes, done: make(chan struct{})}
 	a.handedEnd = max(a.handedEnd, end)
+	if a.prefetch != nil {
+		a.prefetch.handed.Store(a.openedGroups)
+	}
 	a.inflight, a.inflightIdleEnd = g, 0
 	a.group, a.tx = groupStats{}, nil
 	go g.run(ctx, a.conn)
@@ -776,6 +789,22 @@ func (a *applier) inStepAsOf() time.Time {
 	at := a.inStep.at
 	a.inStep = inStepMark{}
 	return at
+}
+
+// offerPrefetch hands the rows a table's net changes will update or delete, not offered
+// yet, to the prefetcher.
+func (a *applier) offerPrefetch(t *netTable) {
+	rows := t.unread
+	t.unread = nil
+	target := a.tables[t.rel.QualifiedName()]
+	if a.prefetch == nil || target == nil {
+		return
+	}
+	st, err := prefetchStatement(t.rel, target.types, rows)
+	if err != nil {
+		return // the group's own statements report it
+	}
+	a.prefetch.offer(prefetchRequest{statement: st, group: a.openedGroups})
 }
 
 // flushAllNet writes every table's pending net changes.

@@ -8,8 +8,10 @@
 // them on the target, net.go folds a group's changes to one per row and writes them with
 // set-based statements; spill.go keeps streamed transactions (protocol version 2, sources
 // of 14 and later) on disk until they commit; stream.go owns the replication connection,
-// its keepalives and feedback, and reconnects; guard.go keeps other sessions from writing
-// to the target; hold.go stops the apply at the source position pgleap verify compares at.
+// its keepalives and feedback, and reconnects; prefetch.go reads the rows a group will
+// change on a second target session, ahead of the apply; guard.go keeps other sessions from
+// writing to the target; hold.go stops the apply at the source position pgleap verify
+// compares at.
 //
 // # Exactly once
 //

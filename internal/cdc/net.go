@@ -49,6 +49,8 @@ type netTable struct {
 	// appended are new rows of a table without a usable key, in order: they go out with
 	// COPY too, while its updates and deletes are applied one by one.
 	appended [][]Value
+	// unread are rows the group updates or deletes that are not offered to the prefetcher yet.
+	unread []*netRow
 }
 
 // errCompactionConflict is returned when net changes broke a unique constraint that the
@@ -134,11 +136,15 @@ func (t *netTable) collapse(c *Change) bool {
 	case c.Kind == Insert && r.op == netDelete:
 		r.op, r.values = netUpdate, c.New
 	case c.Kind == Update && r == nil:
-		t.add(key, &netRow{op: netUpdate, key: keyValues(rel, c.New), values: c.New})
+		r = &netRow{op: netUpdate, key: keyValues(rel, c.New), values: c.New}
+		t.add(key, r)
+		t.unread = append(t.unread, r)
 	case c.Kind == Update && r.op != netDelete:
 		r.values = merge(r.values, c.New)
 	case c.Kind == Delete && r == nil:
-		t.add(key, &netRow{op: netDelete, key: keyValues(rel, c.Old)})
+		r = &netRow{op: netDelete, key: keyValues(rel, c.Old)}
+		t.add(key, r)
+		t.unread = append(t.unread, r)
 	case c.Kind == Delete && r.op == netInsert:
 		delete(t.rows, key)
 	case c.Kind == Delete && r.op == netUpdate:
@@ -222,25 +228,11 @@ func (t *netTable) statements(types map[string]string) (netStatements, error) {
 	var out netStatements
 	rel := t.rel
 	name := rel.QualifiedName()
-	var keyCols []int
-	for i, c := range rel.Columns {
-		if c.Key {
-			keyCols = append(keyCols, i)
-		}
-		if _, ok := types[c.Name]; !ok {
-			return out, fmt.Errorf("column %s of %s is not on the target", pg.QuoteIdent(c.Name), name)
-		}
+	keyCols, err := keyColumns(rel, types)
+	if err != nil {
+		return out, err
 	}
-	cast := func(alias string, col int) string {
-		return fmt.Sprintf("v.%s::%s", alias, types[rel.Columns[col].Name])
-	}
-	match := func() string {
-		var conds []string
-		for j, col := range keyCols {
-			conds = append(conds, fmt.Sprintf("t.%s = %s", pg.QuoteIdent(rel.Columns[col].Name), cast("k"+strconv.Itoa(j), col)))
-		}
-		return strings.Join(conds, " AND ")
-	}
+	match := func() string { return keyMatch(rel, types, keyCols) }
 
 	var deletes []*netRow
 	updates := map[string][]*netRow{} // by the set of columns they write
@@ -306,7 +298,7 @@ func (t *netTable) statements(types map[string]string) (netStatements, error) {
 			aliases = append(aliases, alias)
 			params = append(params, textArray(rows, func(r *netRow) Value { return r.values[col] }))
 			arrays = append(arrays, fmt.Sprintf("$%d::text[]", len(params)))
-			sets = append(sets, fmt.Sprintf("%s = %s", pg.QuoteIdent(rel.Columns[col].Name), cast(alias, col)))
+			sets = append(sets, fmt.Sprintf("%s = %s", pg.QuoteIdent(rel.Columns[col].Name), castAlias(rel, types, alias, col)))
 		}
 		if len(sets) == 0 {
 			// Only unsent TOAST values: nothing to write, but every row must exist.
@@ -326,8 +318,38 @@ func (t *netTable) statements(types map[string]string) (netStatements, error) {
 		inserts.sql = fmt.Sprintf("COPY %s (%s) FROM STDIN", name, strings.Join(cols, ", "))
 		out.inserts = inserts
 	}
-	t.keys, t.bytes, t.appended = t.keys[:0], 0, nil
+	t.keys, t.bytes, t.appended, t.unread = t.keys[:0], 0, nil, nil
 	return out, nil
+}
+
+// keyColumns are the positions of a relation's key columns; it fails when a column is not
+// on the target (types holds the target's type of each column).
+func keyColumns(rel *Relation, types map[string]string) ([]int, error) {
+	var keyCols []int
+	for i, c := range rel.Columns {
+		if c.Key {
+			keyCols = append(keyCols, i)
+		}
+		if _, ok := types[c.Name]; !ok {
+			return nil, fmt.Errorf("column %s of %s is not on the target", pg.QuoteIdent(c.Name), rel.QualifiedName())
+		}
+	}
+	return keyCols, nil
+}
+
+// keyMatch joins the table (t) to the unnested arrays of keys (v, one alias k0, k1, ... per
+// key column).
+func keyMatch(rel *Relation, types map[string]string, keyCols []int) string {
+	conds := make([]string, len(keyCols))
+	for j, col := range keyCols {
+		conds[j] = fmt.Sprintf("t.%s = %s", pg.QuoteIdent(rel.Columns[col].Name), castAlias(rel, types, "k"+strconv.Itoa(j), col))
+	}
+	return strings.Join(conds, " AND ")
+}
+
+// castAlias casts an unnested text value to its column's type on the target.
+func castAlias(rel *Relation, types map[string]string, alias string, col int) string {
+	return fmt.Sprintf("v.%s::%s", alias, types[rel.Columns[col].Name])
 }
 
 // columnSet is a row's written columns as a string of '0' and '1'.

@@ -74,6 +74,7 @@ func Stream(ctx context.Context, opts Options) (Stats, error) {
 		stats.Skipped += s.stats().Skipped
 		stats.Groups += s.stats().Groups
 		stats.TargetTime += s.stats().TargetTime
+		stats.Prefetched += s.stats().Prefetched
 		if ctx.Err() != nil {
 			return stats, nil
 		}
@@ -127,13 +128,17 @@ func retryable(err error) bool {
 
 // session is one connection to each side, from the recorded position until an error.
 type session struct {
-	opts       Options
-	repl       *pgconn.PgConn // replication connection to the source
-	source     *pgx.Conn      // catalog lookups on the source
-	target     *pgx.Conn      // the apply session
-	applier    *applier
-	decoder    *Decoder
-	progressed bool // applied something: the next reconnection need not wait long
+	opts   Options
+	repl   *pgconn.PgConn // replication connection to the source
+	source *pgx.Conn      // catalog lookups on the source
+	target *pgx.Conn      // the apply session
+	// prefetch reads rows ahead of the apply session on a connection of its own (nil when
+	// that connection could not be made).
+	prefetch     *prefetcher
+	prefetchConn *pgx.Conn
+	applier      *applier
+	decoder      *Decoder
+	progressed   bool // applied something: the next reconnection need not wait long
 	// orderedUntil: transactions committed up to here are applied one change at a time.
 	orderedUntil pglogrepl.LSN
 	// spill keeps streamed transactions until they end (sources of 14 and later).
@@ -217,6 +222,7 @@ func (s *session) stream(ctx context.Context) error {
 	}
 	s.applier = newApplier(s.target, skip, progress.AppliedLSN, s.orderedUntil)
 	s.applier.logger = s.opts.Logger
+	s.applier.prefetch = s.prefetch
 	for _, id := range s.opts.SkipDDL {
 		s.applier.skipDDL[id] = true
 	}
@@ -284,8 +290,19 @@ func (s *session) connect(ctx context.Context) error {
 	for k, v := range ApplySettings {
 		targetCfg.RuntimeParams[k] = v
 	}
-	s.target, err = pg.ConnectConfig(ctx, pg.Target, targetCfg)
-	return err
+	if s.target, err = pg.ConnectConfig(ctx, pg.Target, targetCfg); err != nil {
+		return err
+	}
+	prefetchCfg := targetCfg.Copy()
+	for k, v := range PrefetchSettings {
+		prefetchCfg.RuntimeParams[k] = v
+	}
+	if s.prefetchConn, err = pg.ConnectConfig(ctx, pg.Target, prefetchCfg); err != nil {
+		s.opts.Logger.Warn("no second target session to read rows ahead of the apply; the apply goes on without", "err", err)
+		return nil
+	}
+	s.prefetch = startPrefetcher(s.prefetchConn, s.opts.Logger)
+	return nil
 }
 
 func (s *session) close() {
@@ -297,6 +314,15 @@ func (s *session) close() {
 	}
 	if s.applier != nil {
 		s.applier.rollback(ctx)
+	}
+	if s.prefetch != nil {
+		s.prefetch.stop()
+		if s.applier != nil {
+			s.applier.Stats.Prefetched += s.prefetch.rows.Load()
+		}
+	}
+	if s.prefetchConn != nil {
+		s.prefetchConn.Close(ctx)
 	}
 	if s.repl != nil {
 		s.repl.Close(ctx)

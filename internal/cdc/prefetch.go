@@ -1,0 +1,165 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgleap/pgleap/internal/pg"
+)
+
+// While a backlog drains, the apply session spends about half its time bringing the pages
+// of the rows it updates into shared buffers (measured at pgbench scale 100: reads from the
+// kernel's cache, first touches of shared memory and writes of evicted dirty pages), and it
+// is the longest piece of work of the drain. So a second target session reads the rows of
+// the group being gathered (SELECT by key, which takes no row locks), while the apply
+// session is busy with the group before: when that group's statements come to them, their
+// heap and index pages are in shared buffers already. On a target whose data is not cached
+// this turns one random read after another into reads that overlap the apply, as recovery's
+// prefetching does for a physical standby.
+//
+// The prefetch is only ever a help: its statements are offered, never waited for; one that
+// cannot be taken at once, or whose group has been handed to the target meanwhile, is
+// dropped; an error ends the prefetching for the session and the apply goes on without.
+const (
+	// prefetchRows is how many keys of a table a prefetch reads at once: big enough that a
+	// group of a backlog takes a few round trips, more than steady traffic ever gathers in
+	// one group, which then reads nothing twice.
+	prefetchRows = 1000
+	// prefetchQueue is how many prefetches may wait for the session.
+	prefetchQueue = 8
+)
+
+// PrefetchSettings are the prefetch session's settings on top of ApplySettings: it must never
+// wait on the apply session's locks (a TRUNCATE or a schema change in the group it reads
+// ahead of) nor hold anything for long.
+var PrefetchSettings = map[string]string{
+	"lock_timeout":                  "50ms",
+	"statement_timeout":             "10s",
+	"default_transaction_read_only": "on",
+	// Bitmap scans read the heap pages of many keys with reads ahead; an index scan would
+	// wait for each page in turn.
+	"enable_indexscan":         "off",
+	"effective_io_concurrency": "32",
+}
+
+// prefetchRequest reads the rows of some keys of a group not yet handed to the target.
+type prefetchRequest struct {
+	statement
+	group int64
+}
+
+// prefetcher reads rows ahead of the apply session on its own target connection.
+type prefetcher struct {
+	conn   *pgx.Conn
+	logger *slog.Logger
+	queue  chan prefetchRequest
+	// handed is the number of the last group handed to the apply session: a request for it
+	// or an earlier one comes too late to help.
+	handed atomic.Int64
+	// Rows read and requests dropped, for the stream's summary.
+	rows, dropped atomic.Int64
+
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+}
+
+// startPrefetcher runs a prefetcher on conn until stop.
+func startPrefetcher(conn *pgx.Conn, logger *slog.Logger) *prefetcher {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &prefetcher{conn: conn, logger: logger, queue: make(chan prefetchRequest, prefetchQueue), cancel: cancel}
+	p.done.Add(1)
+	go p.run(ctx)
+	return p
+}
+
+func (p *prefetcher) run(ctx context.Context) {
+	defer p.done.Done()
+	for {
+		var req prefetchRequest
+		select {
+		case <-ctx.Done():
+			return
+		case req = <-p.queue:
+		}
+		if req.group <= p.handed.Load() {
+			p.dropped.Add(1)
+			continue
+		}
+		rows, err := p.read(ctx, req.statement)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.logger.Warn("reading rows ahead of the apply failed; the apply goes on without", "err", err)
+			}
+			return
+		}
+		p.rows.Add(rows)
+	}
+}
+
+// read runs one prefetch statement and returns how many rows it found.
+func (p *prefetcher) read(ctx context.Context, st statement) (int64, error) {
+	result := p.conn.PgConn().ExecParams(ctx, st.sql, st.params, nil, nil, nil).Read()
+	pgErr, isPgErr := errors.AsType[*pgconn.PgError](result.Err)
+	switch {
+	case isPgErr && pgErr.Code == "55P03": // lock_not_available
+		return 0, nil // the apply session holds the table: its group reads it itself
+	case result.Err != nil:
+		return 0, fmt.Errorf("read %d rows ahead: %w", st.rows, result.Err)
+	case len(result.Rows) != 1 || len(result.Rows[0]) != 1:
+		return 0, fmt.Errorf("read %d rows ahead: %d rows returned, want one count", st.rows, len(result.Rows))
+	}
+	return strconv.ParseInt(string(result.Rows[0][0]), 10, 64)
+}
+
+// offer queues a prefetch unless the queue is full.
+func (p *prefetcher) offer(req prefetchRequest) {
+	select {
+	case p.queue <- req:
+	default:
+		p.dropped.Add(1)
+	}
+}
+
+// stop ends the prefetcher and waits for it; the caller closes its connection.
+func (p *prefetcher) stop() {
+	p.cancel()
+	p.done.Wait()
+}
+
+// prefetchStatement reads a table's rows at the given keys, heap pages included: selecting
+// ctid rules out an index-only scan, which would leave the heap pages unread. A key of one
+// column is looked up with = ANY, which the session's settings make a bitmap scan: it asks
+// the kernel for the heap pages ahead (effective_io_concurrency) instead of one at a time.
+func prefetchStatement(rel *Relation, types map[string]string, rows []*netRow) (statement, error) {
+	keyCols, err := keyColumns(rel, types)
+	if err != nil {
+		return statement{}, err
+	}
+	if len(keyCols) == 1 {
+		col := keyCols[0]
+		sql := fmt.Sprintf("SELECT count(t.ctid) FROM %s t WHERE t.%s = ANY (ARRAY(SELECT %s FROM unnest($1::text[]) AS v(k0)))",
+			rel.QualifiedName(), pg.QuoteIdent(rel.Columns[col].Name), castAlias(rel, types, "k0", col))
+		params := [][]byte{textArray(rows, func(r *netRow) Value { return r.key[col] })}
+		return statement{sql: sql, params: params, rows: int64(len(rows))}, nil
+	}
+	params := make([][]byte, len(keyCols))
+	aliases := make([]string, len(keyCols))
+	arrays := make([]string, len(keyCols))
+	for j, col := range keyCols {
+		aliases[j] = "k" + strconv.Itoa(j)
+		arrays[j] = fmt.Sprintf("$%d::text[]", j+1)
+		params[j] = textArray(rows, func(r *netRow) Value { return r.key[col] })
+	}
+	sql := fmt.Sprintf("SELECT count(t.ctid) FROM %s t, unnest(%s) AS v(%s) WHERE %s",
+		rel.QualifiedName(), strings.Join(arrays, ", "), strings.Join(aliases, ", "), keyMatch(rel, types, keyCols))
+	return statement{sql: sql, params: params, rows: int64(len(rows))}, nil
+}

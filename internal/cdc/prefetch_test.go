@@ -1,0 +1,167 @@
+package cdc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgleap/pgleap/internal/pg"
+	"github.com/pgleap/pgleap/internal/pgtest"
+	"github.com/pgleap/pgleap/internal/pgtest/datatest"
+)
+
+func TestPrefetchStatement(t *testing.T) {
+	tests := []struct {
+		name       string
+		rel        *Relation
+		types      map[string]string
+		keys       [][]Value // each row's values, key columns set
+		wantSQL    string
+		wantParams string
+	}{
+		{
+			name:       "one key column",
+			rel:        &Relation{Schema: "public", Name: "t", Columns: []Column{{Name: "id", Key: true}, {Name: "a"}}},
+			types:      map[string]string{"id": "bigint", "a": "text"},
+			keys:       [][]Value{textValues("1", ""), textValues("2", "")},
+			wantSQL:    `SELECT count(t.ctid) FROM "public"."t" t WHERE t."id" = ANY (ARRAY(SELECT v.k0::bigint FROM unnest($1::text[]) AS v(k0)))`,
+			wantParams: `{"1","2"}`,
+		},
+		{
+			name: "a key of two columns, names that need quotes",
+			rel: &Relation{Schema: "Sales", Name: "by region", Columns: []Column{
+				{Name: "v"}, {Name: "Region", Key: true}, {Name: "id", Key: true}}},
+			types:      map[string]string{"v": "integer", "Region": "text", "id": "integer"},
+			keys:       [][]Value{textValues("", `east "1"`, "7")},
+			wantSQL:    `SELECT count(t.ctid) FROM "Sales"."by region" t, unnest($1::text[], $2::text[]) AS v(k0, k1) WHERE t."Region" = v.k0::text AND t."id" = v.k1::integer`,
+			wantParams: `{"east \"1\""} {"7"}`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var rows []*netRow
+			for _, k := range tt.keys {
+				rows = append(rows, &netRow{op: netUpdate, key: k})
+			}
+			st, err := prefetchStatement(tt.rel, tt.types, rows)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.sql != tt.wantSQL {
+				t.Errorf("sql:\n got %s\nwant %s", st.sql, tt.wantSQL)
+			}
+			if got := string(bytes.Join(st.params, []byte(" "))); got != tt.wantParams {
+				t.Errorf("parameters: %s, want %s", got, tt.wantParams)
+			}
+			if st.rows != int64(len(tt.keys)) {
+				t.Errorf("rows %d, want %d", st.rows, len(tt.keys))
+			}
+		})
+	}
+	rel := &Relation{Schema: "public", Name: "t", Columns: []Column{{Name: "id", Key: true}, {Name: "gone"}}}
+	if _, err := prefetchStatement(rel, map[string]string{"id": "integer"}, nil); err == nil || !strings.Contains(err.Error(), `"gone"`) {
+		t.Errorf("a column missing on the target: %v, want an error naming it", err)
+	}
+}
+
+// TestPrefetchRead reads rows ahead on a real target: it counts the rows that exist, reads
+// their heap pages (no index-only scan, even on a table whose pages are all visible), and
+// gives up quietly on a table another session holds.
+func TestPrefetchRead(t *testing.T) {
+	target := pgtest.Shared(t, pgtest.TargetMajor())
+	db := target.CreateDatabase(t)
+	conn := target.Conn(t, db)
+	datatest.Exec(t, target.ConnString(db), `CREATE TABLE accounts (id int PRIMARY KEY, balance int, filler text);
+		INSERT INTO accounts SELECT g, 0, repeat('x', 80) FROM generate_series(1, 100000) g`)
+	datatest.Exec(t, target.ConnString(db), `VACUUM ANALYZE accounts`) // every page all-visible
+	cfg := conn.Config().Copy()
+	for k, v := range PrefetchSettings {
+		cfg.RuntimeParams[k] = v
+	}
+	ctx := context.Background()
+	prefetchConn, err := pg.ConnectConfig(ctx, pg.Target, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prefetchConn.Close(ctx)
+
+	rel := &Relation{Schema: "public", Name: "accounts", Columns: []Column{{Name: "id", Key: true}, {Name: "balance"}, {Name: "filler"}}}
+	types := map[string]string{"id": "integer", "balance": "integer", "filler": "text"}
+	var rows []*netRow
+	for _, id := range []string{"5", "50000", "99999", "100001"} { // the last is not there
+		rows = append(rows, &netRow{op: netUpdate, key: textValues(id, "", "")})
+	}
+	st, err := prefetchStatement(rel, types, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &prefetcher{conn: prefetchConn}
+	if got, err := p.read(ctx, st); err != nil || got != 3 {
+		t.Fatalf("read = %d, %v; want the 3 rows that exist", got, err)
+	}
+	// The bitmap heap scan's buffers include its index scan's: more means heap pages read.
+	heap, index := explainBuffers(t, prefetchConn, st)
+	if heap <= index {
+		t.Errorf("the prefetch must read the heap pages with a bitmap scan: heap scan %d buffers, index scan %d", heap, index)
+	}
+
+	// A TRUNCATE of the apply session, not committed yet, holds the table.
+	holder, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx)
+	if _, err := holder.Exec(ctx, "TRUNCATE accounts"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if got, err := p.read(ctx, st); err != nil || got != 0 {
+		t.Errorf("read of a held table = %d, %v; want 0 and no error", got, err)
+	}
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Errorf("read of a held table waited %s for its lock", waited)
+	}
+}
+
+// explainBuffers runs a prefetch statement under EXPLAIN ANALYZE and returns the buffers
+// its bitmap heap scan and the bitmap index scan under it touched (zero for a node the plan
+// does not have).
+func explainBuffers(t *testing.T, conn *pgx.Conn, st statement) (heap, index int64) {
+	t.Helper()
+	result := conn.PgConn().ExecParams(context.Background(), "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+st.sql, st.params, nil, nil, nil).Read()
+	if result.Err != nil {
+		t.Fatalf("explain %s: %v", st.sql, result.Err)
+	}
+	type node struct {
+		NodeType string `json:"Node Type"`
+		Hit      int64  `json:"Shared Hit Blocks"`
+		Read     int64  `json:"Shared Read Blocks"`
+		Plans    []node
+	}
+	var plans []struct{ Plan node }
+	if err := json.Unmarshal(result.Rows[0][0], &plans); err != nil || len(plans) != 1 {
+		t.Fatalf("explain: %v\n%s", err, result.Rows[0][0])
+	}
+	var walk func(n node)
+	walk = func(n node) {
+		switch n.NodeType {
+		case "Bitmap Heap Scan":
+			heap = n.Hit + n.Read
+		case "Bitmap Index Scan":
+			index = n.Hit + n.Read
+		}
+		for _, child := range n.Plans {
+			walk(child)
+		}
+	}
+	walk(plans[0].Plan)
+	if heap == 0 {
+		t.Errorf("the prefetch is not a bitmap heap scan, which reads ahead:\n%s", result.Rows[0][0])
+	}
+	return heap, index
+}
