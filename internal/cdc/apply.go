@@ -804,7 +804,7 @@ func (a *applier) offerPrefetch(t *netTable) {
 	if err != nil {
 		return // the group's own statements report it
 	}
-	a.prefetch.offer(prefetchRequest{statement: st, group: a.openedGroups})
+	a.prefetch.offer(prefetchRequest{statement: st, table: t.rel.QualifiedName(), group: a.openedGroups})
 }
 
 // flushAllNet writes every table's pending net changes.

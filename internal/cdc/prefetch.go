@@ -54,6 +54,7 @@ var PrefetchSettings = map[string]string{
 // prefetchRequest reads the rows of some keys of a group not yet handed to the target.
 type prefetchRequest struct {
 	statement
+	table string
 	group int64
 }
 
@@ -97,7 +98,7 @@ func (p *prefetcher) run(ctx context.Context) {
 		rows, err := p.read(ctx, req.statement)
 		if err != nil {
 			if ctx.Err() == nil {
-				p.logger.Warn("reading rows ahead of the apply failed; the apply goes on without", "err", err)
+				p.logger.Warn("reading rows ahead of the apply failed; the apply goes on without", "table", req.table, "err", err)
 			}
 			return
 		}
@@ -112,6 +113,8 @@ func (p *prefetcher) read(ctx context.Context, st statement) (int64, error) {
 	switch {
 	case isPgErr && pgErr.Code == "55P03": // lock_not_available
 		return 0, nil // the apply session holds the table: its group reads it itself
+	case isPgErr && pgErr.Code == "57014" && ctx.Err() == nil: // statement_timeout
+		return 0, nil // too slow to help this group; the next may be quicker
 	case result.Err != nil:
 		return 0, fmt.Errorf("read %d rows ahead: %w", st.rows, result.Err)
 	case len(result.Rows) != 1 || len(result.Rows[0]) != 1:
