@@ -57,6 +57,7 @@ type config struct {
 	pgleapBin                string
 	compareBin               string
 	profileDir               string
+	cold                     bool
 }
 
 func main() {
@@ -74,6 +75,7 @@ func main() {
 	fs.StringVar(&cfg.pgleapBin, "pgleap", "", "pgleap binary (default: build ./cmd/pgleap into bin/pgleap)")
 	fs.StringVar(&cfg.compareBin, "compare", "", "a second pgleap binary: rounds alternate between the two, and each gets its own median")
 	fs.StringVar(&cfg.profileDir, "profile", "", "write a CPU profile of each pgleap drain into this directory")
+	fs.BoolVar(&cfg.cold, "cold", false, "before each drain, restart the target and empty the kernel's page cache (root only): the target reads what it changes from disk")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
@@ -260,6 +262,9 @@ func (b *bench) backlogRound(ctx context.Context, round int) (drain, error) {
 		return d, err
 	}
 	drainNative := func() error {
+		if err := b.coldTarget(ctx); err != nil {
+			return err
+		}
 		b.log.Info("drain with the native subscription", "round", round+1)
 		start, busy := time.Now(), sampleBusy()
 		if err := b.exec(ctx, b.target, nativeDB, "ALTER SUBSCRIPTION bench_sub ENABLE"); err != nil {
@@ -279,6 +284,9 @@ func (b *bench) backlogRound(ctx context.Context, round int) (drain, error) {
 		return b.disableNative(ctx)
 	}
 	drainPgleap := func() error {
+		if err := b.coldTarget(ctx); err != nil {
+			return err
+		}
 		b.log.Info("drain with pgleap", "round", round+1)
 		bin := b.pgleapBin
 		if d.compared {
@@ -316,6 +324,23 @@ func (b *bench) backlogRound(ctx context.Context, round int) (drain, error) {
 	}
 	b.log.Info("drained", "round", round+1, "native", d.native.Round(time.Millisecond), "pgleap", d.pgleap.Round(time.Millisecond))
 	return d, nil
+}
+
+// coldTarget, with -cold, empties the target's shared buffers (a restart with a checkpoint)
+// and the kernel's page cache, so that the drain after it reads the pages it changes from
+// disk, as on a server whose data is larger than its memory.
+func (b *bench) coldTarget(ctx context.Context) error {
+	if !b.cfg.cold {
+		return nil
+	}
+	if err := b.target.RestartFast(ctx); err != nil {
+		return fmt.Errorf("restart the target: %w", err)
+	}
+	syscall.Sync()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+		return fmt.Errorf("empty the page cache (-cold needs root): %w", err)
+	}
+	return nil
 }
 
 // checkCopies proves both followers hold the source's rows.
