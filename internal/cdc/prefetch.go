@@ -66,8 +66,8 @@ type prefetcher struct {
 	// handed is the number of the last group handed to the apply session: a request for it
 	// or an earlier one comes too late to help.
 	handed atomic.Int64
-	// Rows read and requests dropped, for the stream's summary.
-	rows, dropped atomic.Int64
+	// rows counts the rows read, for the stream's summary.
+	rows atomic.Int64
 
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -92,7 +92,6 @@ func (p *prefetcher) run(ctx context.Context) {
 		case req = <-p.queue:
 		}
 		if req.group <= p.handed.Load() {
-			p.dropped.Add(1)
 			continue
 		}
 		rows, err := p.read(ctx, req.statement)
@@ -128,7 +127,6 @@ func (p *prefetcher) offer(req prefetchRequest) {
 	select {
 	case p.queue <- req:
 	default:
-		p.dropped.Add(1)
 	}
 }
 

@@ -165,3 +165,35 @@ func explainBuffers(t *testing.T, conn *pgx.Conn, st statement) (heap, index int
 	}
 	return heap, index
 }
+
+// TestStreamReadsAhead: a transaction that updates and deletes many rows of tables with a
+// key of one column and of two has their rows read ahead by the prefetch session, and the
+// target ends with the source's rows.
+func TestStreamReadsAhead(t *testing.T) {
+	source, target := pgtest.Shared(t, pgtest.SourceMajor()), pgtest.Shared(t, pgtest.TargetMajor())
+	sourceConn, targetConn := followedPair(t, source, target, `
+		CREATE TABLE accounts (id int PRIMARY KEY, balance int, filler text);
+		INSERT INTO accounts SELECT g, 0, repeat('x', 80) FROM generate_series(1, 50000) g;
+		CREATE TABLE stock (shop text, item int, n int, PRIMARY KEY (shop, item));
+		INSERT INTO stock SELECT 'shop ' || g % 7, g, 1 FROM generate_series(1, 20000) g;
+		ANALYZE`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := startStream(t, ctx, sourceConn, targetConn)
+	datatest.Exec(t, sourceConn, `BEGIN;
+		UPDATE accounts SET balance = balance + id % 13;
+		DELETE FROM accounts WHERE id % 10 = 0;
+		UPDATE stock SET n = n + 1 WHERE item % 2 = 0;
+		DELETE FROM stock WHERE item % 5 = 0;
+		COMMIT`)
+	waitCaughtUp(t, sourceConn, targetConn, done)
+	cancel()
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	datatest.RequireSameRows(t, sourceConn, targetConn, 2)
+	if r.Prefetched == 0 {
+		t.Errorf("no row was read ahead of the apply (%d changes applied)", r.Changes)
+	}
+}
