@@ -758,11 +758,12 @@ func describeKey(c *Change) string {
 	return "(" + strings.Join(parts, ", ") + ")"
 }
 
-// inStepMark is the source's WAL flush position and its clock, read together: every
-// transaction durably committed by then ends before that position. (Not the insert
-// position: a record written after the last commit that nothing flushes, such as the
-// background writer's snapshot of running transactions, is never sent, and a mark past it
-// would not be reached before the next commit on the server.)
+// inStepMark is a position of the source's WAL and a time of its clock such that every
+// transaction committed by that time ends before that position: the insert position, read
+// after the clock. (Not the flush position: an asynchronous commit, synchronous_commit off,
+// is visible before it is flushed.) WAL written after the last commit is flushed by the WAL
+// writer within three wal_writer_delay, since the session that wrote it asked for that
+// when it ended, and the walsender then sends it: a mark is reached that much later.
 type inStepMark struct {
 	lsn pglogrepl.LSN
 	at  time.Time
@@ -773,7 +774,8 @@ func (a *applier) markInStep(ctx context.Context, source *pgx.Conn) error {
 	if a.inStep.lsn != 0 {
 		return nil
 	}
-	err := source.QueryRow(ctx, "SELECT pg_catalog.pg_current_wal_flush_lsn(), pg_catalog.clock_timestamp()").Scan(&a.inStep.lsn, &a.inStep.at)
+	// Evaluated in order: the clock before the position.
+	err := source.QueryRow(ctx, "SELECT pg_catalog.clock_timestamp(), pg_catalog.pg_current_wal_insert_lsn()").Scan(&a.inStep.at, &a.inStep.lsn)
 	if err != nil {
 		return fmt.Errorf("read the WAL position and clock of the source: %w", err)
 	}
