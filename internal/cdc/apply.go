@@ -366,8 +366,13 @@ func (a *applier) truncate(ctx context.Context, c *Change) error {
 }
 
 // afterPending writes every change pending (net changes, queued statements) and returns
-// the group's target transaction: what runs in it next runs after them.
+// the group's target transaction: what runs in it next runs after them. What runs next
+// (a TRUNCATE, a schema change) may lock a table the prefetcher reads: it stops reading
+// for the group, so that it is not waited for.
 func (a *applier) afterPending(ctx context.Context) (pgx.Tx, error) {
+	if a.prefetch != nil {
+		a.prefetch.drop(a.openedGroups)
+	}
 	if err := a.flushAllNet(ctx); err != nil {
 		return nil, err
 	}
@@ -799,7 +804,7 @@ func (a *applier) offerPrefetch(t *netTable) {
 	rows := t.unread
 	t.unread = nil
 	target := a.tables[t.rel.QualifiedName()]
-	if a.prefetch == nil || target == nil {
+	if a.prefetch == nil || target == nil || !a.prefetch.takes(a.openedGroups) {
 		return
 	}
 	st, err := prefetchStatement(t.rel, target.types, rows)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -40,16 +41,19 @@ const (
 
 // PrefetchSettings are the prefetch session's settings on top of ApplySettings: it must never
 // wait on the apply session's locks (a TRUNCATE or a schema change in the group it reads
-// ahead of) nor hold anything for long.
+// ahead of) nor hold a table's lock for long, which the apply would wait for.
 var PrefetchSettings = map[string]string{
 	"lock_timeout":                  "50ms",
-	"statement_timeout":             "10s",
+	"statement_timeout":             "1s",
 	"default_transaction_read_only": "on",
-	// Bitmap scans read the heap pages of many keys with reads ahead; an index scan would
-	// wait for each page in turn.
-	"enable_indexscan":         "off",
-	"effective_io_concurrency": "32",
+	// A key of one column is read with a bitmap scan, which reads the heap pages of many
+	// keys ahead (see prefetchReadAhead); an index scan would wait for each page in turn.
+	"enable_indexscan": "off",
 }
+
+// prefetchReadAhead is set once connected, and a refusal ignored: a server built without
+// posix_fadvise accepts no other value than 0.
+const prefetchReadAhead = "SET effective_io_concurrency = 32"
 
 // prefetchRequest reads the rows of some keys of a group not yet handed to the target.
 type prefetchRequest struct {
@@ -63,9 +67,11 @@ type prefetcher struct {
 	conn   *pgx.Conn
 	logger *slog.Logger
 	queue  chan prefetchRequest
-	// handed is the number of the last group handed to the apply session: a request for it
-	// or an earlier one comes too late to help.
+	// handed is the number of the last group handed to the apply session (or that stopped
+	// being read ahead, drop): a request for it or an earlier one comes too late to help.
 	handed atomic.Int64
+	// reading is set while a statement runs; stopped once the prefetcher has given up.
+	reading, stopped atomic.Bool
 	// rows counts the rows read, for the stream's summary.
 	rows atomic.Int64
 
@@ -74,16 +80,20 @@ type prefetcher struct {
 }
 
 // startPrefetcher runs a prefetcher on conn until stop.
-func startPrefetcher(conn *pgx.Conn, logger *slog.Logger) *prefetcher {
-	ctx, cancel := context.WithCancel(context.Background())
+func startPrefetcher(ctx context.Context, conn *pgx.Conn, logger *slog.Logger) *prefetcher {
+	if _, err := conn.Exec(ctx, prefetchReadAhead); err != nil {
+		logger.Debug("reads ahead of the heap are off on the prefetch session", "err", err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
 	p := &prefetcher{conn: conn, logger: logger, queue: make(chan prefetchRequest, prefetchQueue), cancel: cancel}
 	p.done.Add(1)
-	go p.run(ctx)
+	go p.run(runCtx)
 	return p
 }
 
 func (p *prefetcher) run(ctx context.Context) {
 	defer p.done.Done()
+	defer p.stopped.Store(true)
 	for {
 		var req prefetchRequest
 		select {
@@ -94,7 +104,9 @@ func (p *prefetcher) run(ctx context.Context) {
 		if req.group <= p.handed.Load() {
 			continue
 		}
+		p.reading.Store(true)
 		rows, err := p.read(ctx, req.statement)
+		p.reading.Store(false)
 		if err != nil {
 			if ctx.Err() == nil {
 				p.logger.Warn("reading rows ahead of the apply failed; the apply goes on without", "table", req.table, "err", err)
@@ -122,11 +134,31 @@ func (p *prefetcher) read(ctx context.Context, st statement) (int64, error) {
 	return strconv.ParseInt(string(result.Rows[0][0]), 10, 64)
 }
 
+// takes reports whether a request for group would be taken now, so that none is built in
+// vain on the stream's own time.
+func (p *prefetcher) takes(group int64) bool {
+	return !p.stopped.Load() && group > p.handed.Load() && len(p.queue) < cap(p.queue)
+}
+
 // offer queues a prefetch unless the queue is full.
 func (p *prefetcher) offer(req prefetchRequest) {
 	select {
 	case p.queue <- req:
 	default:
+	}
+}
+
+// drop stops reading ahead for group and the groups before: what is queued is skipped, and
+// a statement running now is cancelled, since the apply is about to lock what it may read.
+func (p *prefetcher) drop(group int64) {
+	for handed := p.handed.Load(); handed < group && !p.handed.CompareAndSwap(handed, group); handed = p.handed.Load() {
+	}
+	if p.reading.Load() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		// A cancel that comes after the statement has ended finds the session idle, or
+		// ends a later read ahead, which read counts as dropped.
+		_ = p.conn.PgConn().CancelRequest(ctx)
 	}
 }
 

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/pgtest"
@@ -70,15 +72,118 @@ func TestPrefetchStatement(t *testing.T) {
 }
 
 // TestPrefetchRead reads rows ahead on a real target: it counts the rows that exist, reads
-// their heap pages (no index-only scan, even on a table whose pages are all visible), and
-// gives up quietly on a table another session holds.
+// their heap pages (no index-only scan, even on a table whose pages are all visible), for
+// keys of one column and of two, and gives up quietly on a table another session holds.
 func TestPrefetchRead(t *testing.T) {
 	target := pgtest.Shared(t, pgtest.TargetMajor())
 	db := target.CreateDatabase(t)
-	conn := target.Conn(t, db)
 	datatest.Exec(t, target.ConnString(db), `CREATE TABLE accounts (id int PRIMARY KEY, balance int, filler text);
-		INSERT INTO accounts SELECT g, 0, repeat('x', 80) FROM generate_series(1, 100000) g`)
-	datatest.Exec(t, target.ConnString(db), `VACUUM ANALYZE accounts`) // every page all-visible
+		INSERT INTO accounts SELECT g, 0, repeat('x', 80) FROM generate_series(1, 100000) g;
+		CREATE TABLE stock (shop text, item int, n int, PRIMARY KEY (shop, item));
+		INSERT INTO stock SELECT 'shop ' || g % 7, g, 1 FROM generate_series(1, 100000) g`)
+	datatest.Exec(t, target.ConnString(db), `VACUUM ANALYZE accounts, stock`) // every page all-visible
+	ctx := context.Background()
+	prefetchConn := prefetchSession(t, target.Conn(t, db))
+	p := &prefetcher{conn: prefetchConn}
+
+	tests := []struct {
+		name  string
+		rel   *Relation
+		types map[string]string
+		keys  [][]Value
+	}{
+		{"a key of one column", &Relation{Schema: "public", Name: "accounts", Columns: []Column{{Name: "id", Key: true}, {Name: "balance"}, {Name: "filler"}}},
+			map[string]string{"id": "integer", "balance": "integer", "filler": "text"},
+			[][]Value{textValues("5", "", ""), textValues("50000", "", ""), textValues("99999", "", ""), textValues("100001", "", "")}},
+		{"a key of two columns", &Relation{Schema: "public", Name: "stock", Columns: []Column{{Name: "shop", Key: true}, {Name: "item", Key: true}, {Name: "n"}}},
+			map[string]string{"shop": "text", "item": "integer", "n": "integer"},
+			[][]Value{textValues("shop 5", "5", ""), textValues("shop 0", "50001", ""), textValues("shop 4", "99999", ""), textValues("shop 1", "2", "")}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var rows []*netRow
+			for _, k := range tt.keys {
+				rows = append(rows, &netRow{op: netUpdate, key: k})
+			}
+			st, err := prefetchStatement(tt.rel, tt.types, rows)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := p.read(ctx, st); err != nil || got != 3 {
+				t.Fatalf("read = %d, %v; want the 3 rows that exist", got, err)
+			}
+			// The bitmap heap scan's buffers include its index scan's: more means heap pages read.
+			heap, index := explainBuffers(t, prefetchConn, st)
+			if heap <= index {
+				t.Errorf("the prefetch must read the heap pages with a bitmap scan: heap scan %d buffers, index scan %d", heap, index)
+			}
+
+			// A TRUNCATE of the apply session, not committed yet, holds the table.
+			holder, err := target.Conn(t, db).Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer holder.Rollback(ctx)
+			if _, err := holder.Exec(ctx, "TRUNCATE "+tt.rel.QualifiedName()); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			if got, err := p.read(ctx, st); err != nil || got != 0 {
+				t.Errorf("read of a held table = %d, %v; want 0 and no error", got, err)
+			}
+			if waited := time.Since(start); waited > 5*time.Second {
+				t.Errorf("read of a held table waited %s for its lock", waited)
+			}
+		})
+	}
+}
+
+// TestPrefetchDrop: once the apply is about to lock what the prefetcher may read, the
+// prefetcher takes nothing more for the group, and a statement it runs is cancelled.
+func TestPrefetchDrop(t *testing.T) {
+	target := pgtest.Shared(t, pgtest.TargetMajor())
+	conn := prefetchSession(t, target.Conn(t, "postgres"))
+	p := &prefetcher{conn: conn, queue: make(chan prefetchRequest, prefetchQueue)}
+	if !p.takes(3) {
+		t.Fatal("a fresh prefetcher takes nothing")
+	}
+	p.drop(3)
+	if p.takes(3) || p.takes(2) || !p.takes(4) {
+		t.Errorf("after drop(3): takes(2) %v, takes(3) %v, takes(4) %v; want false, false, true", p.takes(2), p.takes(3), p.takes(4))
+	}
+	p.drop(1) // never back
+	if p.takes(3) {
+		t.Error("drop(1) after drop(3) lets group 3 be read again")
+	}
+
+	ctx := context.Background()
+	if _, err := conn.Exec(ctx, "SET statement_timeout = 0"); err != nil {
+		t.Fatal(err)
+	}
+	p.reading.Store(true)
+	ended := make(chan error, 1)
+	go func() { _, err := conn.Exec(ctx, "SELECT pg_sleep(60)"); ended <- err }()
+	deadline := time.Now().Add(30 * time.Second)
+	for datatest.Scalar(t, target.ConnString("postgres"), "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'") != "1" {
+		if time.Now().After(deadline) {
+			t.Fatal("the statement to cancel does not run")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.drop(5)
+	select {
+	case err := <-ended:
+		if pgErr, ok := errors.AsType[*pgconn.PgError](err); !ok || pgErr.Code != "57014" {
+			t.Errorf("the running statement ended with %v, want it cancelled (57014)", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("drop did not cancel the running statement")
+	}
+}
+
+// prefetchSession opens a connection like the prefetch session's, to the database of conn.
+func prefetchSession(t *testing.T, conn *pgx.Conn) *pgx.Conn {
+	t.Helper()
 	cfg := conn.Config().Copy()
 	for k, v := range PrefetchSettings {
 		cfg.RuntimeParams[k] = v
@@ -88,44 +193,8 @@ func TestPrefetchRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer prefetchConn.Close(ctx)
-
-	rel := &Relation{Schema: "public", Name: "accounts", Columns: []Column{{Name: "id", Key: true}, {Name: "balance"}, {Name: "filler"}}}
-	types := map[string]string{"id": "integer", "balance": "integer", "filler": "text"}
-	var rows []*netRow
-	for _, id := range []string{"5", "50000", "99999", "100001"} { // the last is not there
-		rows = append(rows, &netRow{op: netUpdate, key: textValues(id, "", "")})
-	}
-	st, err := prefetchStatement(rel, types, rows)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &prefetcher{conn: prefetchConn}
-	if got, err := p.read(ctx, st); err != nil || got != 3 {
-		t.Fatalf("read = %d, %v; want the 3 rows that exist", got, err)
-	}
-	// The bitmap heap scan's buffers include its index scan's: more means heap pages read.
-	heap, index := explainBuffers(t, prefetchConn, st)
-	if heap <= index {
-		t.Errorf("the prefetch must read the heap pages with a bitmap scan: heap scan %d buffers, index scan %d", heap, index)
-	}
-
-	// A TRUNCATE of the apply session, not committed yet, holds the table.
-	holder, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Rollback(ctx)
-	if _, err := holder.Exec(ctx, "TRUNCATE accounts"); err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	if got, err := p.read(ctx, st); err != nil || got != 0 {
-		t.Errorf("read of a held table = %d, %v; want 0 and no error", got, err)
-	}
-	if waited := time.Since(start); waited > 5*time.Second {
-		t.Errorf("read of a held table waited %s for its lock", waited)
-	}
+	t.Cleanup(func() { prefetchConn.Close(ctx) })
+	return prefetchConn
 }
 
 // explainBuffers runs a prefetch statement under EXPLAIN ANALYZE and returns the buffers
@@ -166,34 +235,36 @@ func explainBuffers(t *testing.T, conn *pgx.Conn, st statement) (heap, index int
 	return heap, index
 }
 
-// TestStreamReadsAhead: a transaction that updates and deletes many rows of tables with a
-// key of one column and of two has their rows read ahead by the prefetch session, and the
-// target ends with the source's rows.
+// TestStreamReadsAhead: a transaction that updates and deletes many rows of a table keyed by
+// one column, or by two, has their rows read ahead by the prefetch session, and the target
+// ends with the source's rows.
 func TestStreamReadsAhead(t *testing.T) {
 	source, target := pgtest.Shared(t, pgtest.SourceMajor()), pgtest.Shared(t, pgtest.TargetMajor())
-	sourceConn, targetConn := followedPair(t, source, target, `
-		CREATE TABLE accounts (id int PRIMARY KEY, balance int, filler text);
-		INSERT INTO accounts SELECT g, 0, repeat('x', 80) FROM generate_series(1, 50000) g;
-		CREATE TABLE stock (shop text, item int, n int, PRIMARY KEY (shop, item));
-		INSERT INTO stock SELECT 'shop ' || g % 7, g, 1 FROM generate_series(1, 20000) g;
-		ANALYZE`)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := startStream(t, ctx, sourceConn, targetConn)
-	datatest.Exec(t, sourceConn, `BEGIN;
-		UPDATE accounts SET balance = balance + id % 13;
-		DELETE FROM accounts WHERE id % 10 = 0;
-		UPDATE stock SET n = n + 1 WHERE item % 2 = 0;
-		DELETE FROM stock WHERE item % 5 = 0;
-		COMMIT`)
-	waitCaughtUp(t, sourceConn, targetConn, done)
-	cancel()
-	r := <-done
-	if r.err != nil {
-		t.Fatal(r.err)
+	tests := []struct{ name, fixture, changes string }{
+		{"a key of one column", `CREATE TABLE accounts (id int PRIMARY KEY, balance int, filler text);
+			INSERT INTO accounts SELECT g, 0, repeat('x', 80) FROM generate_series(1, 50000) g`,
+			`BEGIN; UPDATE accounts SET balance = balance + id % 13; DELETE FROM accounts WHERE id % 10 = 0; COMMIT`},
+		{"a key of two columns", `CREATE TABLE stock (shop text, item int, n int, PRIMARY KEY (shop, item));
+			INSERT INTO stock SELECT 'shop ' || g % 7, g, 1 FROM generate_series(1, 50000) g`,
+			`BEGIN; UPDATE stock SET n = n + 1 WHERE item % 2 = 0; DELETE FROM stock WHERE item % 5 = 0; COMMIT`},
 	}
-	datatest.RequireSameRows(t, sourceConn, targetConn, 2)
-	if r.Prefetched == 0 {
-		t.Errorf("no row was read ahead of the apply (%d changes applied)", r.Changes)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sourceConn, targetConn := followedPair(t, source, target, tt.fixture+"; ANALYZE")
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := startStream(t, ctx, sourceConn, targetConn)
+			datatest.Exec(t, sourceConn, tt.changes)
+			waitCaughtUp(t, sourceConn, targetConn, done)
+			cancel()
+			r := <-done
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			datatest.RequireSameRows(t, sourceConn, targetConn, 1)
+			if r.Prefetched == 0 {
+				t.Errorf("no row was read ahead of the apply (%d changes applied)", r.Changes)
+			}
+		})
 	}
 }

@@ -297,11 +297,14 @@ func (s *session) connect(ctx context.Context) error {
 	for k, v := range PrefetchSettings {
 		prefetchCfg.RuntimeParams[k] = v
 	}
-	if s.prefetchConn, err = pg.ConnectConfig(ctx, pg.Target, prefetchCfg); err != nil {
-		s.opts.Logger.Warn("no second target session to read rows ahead of the apply; the apply goes on without", "err", err)
+	if s.prefetchConn, err = pgx.ConnectConfig(ctx, prefetchCfg); err != nil {
+		if ctx.Err() == nil {
+			s.opts.Logger.Warn("no second target session to read rows ahead of the apply: the apply goes on without; "+
+				"if the target refused for lack of connections, raising max_connections (or the role's limit) by one lets pgleap read ahead", "reason", err.Error())
+		}
 		return nil
 	}
-	s.prefetch = startPrefetcher(s.prefetchConn, s.opts.Logger)
+	s.prefetch = startPrefetcher(ctx, s.prefetchConn, s.opts.Logger)
 	return nil
 }
 
