@@ -46,14 +46,7 @@ func TestPrefetchStatement(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var rows []*netRow
-			for _, k := range tt.keys {
-				rows = append(rows, &netRow{op: netUpdate, key: k})
-			}
-			st, err := prefetchStatement(tt.rel, tt.types, rows)
-			if err != nil {
-				t.Fatal(err)
-			}
+			st := keysStatement(t, tt.rel, tt.types, tt.keys)
 			if st.sql != tt.wantSQL {
 				t.Errorf("sql:\n got %s\nwant %s", st.sql, tt.wantSQL)
 			}
@@ -101,14 +94,7 @@ func TestPrefetchRead(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var rows []*netRow
-			for _, k := range tt.keys {
-				rows = append(rows, &netRow{op: netUpdate, key: k})
-			}
-			st, err := prefetchStatement(tt.rel, tt.types, rows)
-			if err != nil {
-				t.Fatal(err)
-			}
+			st := keysStatement(t, tt.rel, tt.types, tt.keys)
 			if got, err := p.read(ctx, st); err != nil || got != 3 {
 				t.Fatalf("read = %d, %v; want the 3 rows that exist", got, err)
 			}
@@ -179,6 +165,20 @@ func TestPrefetchDrop(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("drop did not cancel the running statement")
 	}
+}
+
+// keysStatement is the prefetch statement of rows to update at keys.
+func keysStatement(t *testing.T, rel *Relation, types map[string]string, keys [][]Value) statement {
+	t.Helper()
+	var rows []*netRow
+	for _, k := range keys {
+		rows = append(rows, &netRow{op: netUpdate, key: k})
+	}
+	st, err := prefetchStatement(rel, types, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 // prefetchSession opens a connection like the prefetch session's, to the database of conn.
