@@ -439,6 +439,13 @@ func (s *session) receive(ctx context.Context, raw pgproto3.BackendMessage) erro
 		// CopyDone, then CommandComplete): the source goes away, and the stream resumes when
 		// it is back.
 		return errSourceEndedStream
+	case *pgproto3.NoticeResponse:
+		// A server may send a notice or a warning at any time (seen during a source's fast
+		// shutdown): it is said, not a reason to stop.
+		s.opts.Logger.Warn("the source says", "severity", msg.Severity, "message", msg.Message, "detail", msg.Detail)
+		return nil
+	case *pgproto3.ParameterStatus:
+		return nil // a setting of the session changed (SIGHUP): nothing the stream uses
 	}
 	return fmt.Errorf("stream from the source: unexpected message %T", raw)
 }

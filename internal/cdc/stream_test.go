@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	datacopy "github.com/pgleap/pgleap/internal/copy"
 	"github.com/pgleap/pgleap/internal/pg"
@@ -607,5 +608,31 @@ func TestStreamTorture(t *testing.T) {
 	var n int64
 	if err := tc.QueryRow(context.Background(), "SELECT n FROM counter").Scan(&n); err != nil || n != int64(commits) {
 		t.Fatalf("target counter = %d (%v), want %d commits", n, err, commits)
+	}
+}
+
+// TestReceiveMessages: what the replication connection may bring besides the stream's data.
+// A notice (a source shutting down sent one) is logged and the stream goes on; the end of
+// the stream is told apart from a message the stream has no use for.
+func TestReceiveMessages(t *testing.T) {
+	tests := []struct {
+		name string
+		msg  pgproto3.BackendMessage
+		want error // nil: the stream goes on
+	}{
+		{"a notice", &pgproto3.NoticeResponse{Severity: "WARNING", Message: "something"}, nil},
+		{"a setting changed", &pgproto3.ParameterStatus{Name: "TimeZone", Value: "UTC"}, nil},
+		{"the end of the stream", &pgproto3.CopyDone{}, errSourceEndedStream},
+		{"an error", &pgproto3.ErrorResponse{Severity: "FATAL", Code: "57P01", Message: "terminating connection"}, errors.New("stream from the source: FATAL: terminating connection (SQLSTATE 57P01)")},
+		{"a message of no use", &pgproto3.DataRow{}, errors.New("stream from the source: unexpected message *pgproto3.DataRow")},
+	}
+	s := &session{opts: Options{Logger: slog.New(slog.DiscardHandler)}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := s.receive(context.Background(), tt.msg)
+			if (err == nil) != (tt.want == nil) || err != nil && err.Error() != tt.want.Error() {
+				t.Errorf("receive(%T) = %v, want %v", tt.msg, err, tt.want)
+			}
+		})
 	}
 }
