@@ -79,8 +79,17 @@ type prefetcher struct {
 	done   sync.WaitGroup
 }
 
-// startPrefetcher runs a prefetcher on conn until stop.
-func startPrefetcher(ctx context.Context, conn *pgx.Conn, logger *slog.Logger) *prefetcher {
+// startPrefetcher opens the prefetch session with cfg (the apply session's, to which it adds
+// PrefetchSettings) and reads ahead on it until stop.
+func startPrefetcher(ctx context.Context, cfg *pgx.ConnConfig, logger *slog.Logger) (*prefetcher, error) {
+	cfg = cfg.Copy()
+	for k, v := range PrefetchSettings {
+		cfg.RuntimeParams[k] = v
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := conn.Exec(ctx, prefetchReadAhead); err != nil {
 		logger.Debug("reads ahead of the heap are off on the prefetch session", "err", err)
 	}
@@ -88,7 +97,7 @@ func startPrefetcher(ctx context.Context, conn *pgx.Conn, logger *slog.Logger) *
 	p := &prefetcher{conn: conn, logger: logger, queue: make(chan prefetchRequest, prefetchQueue), cancel: cancel}
 	p.done.Add(1)
 	go p.run(runCtx)
-	return p
+	return p, nil
 }
 
 func (p *prefetcher) run(ctx context.Context) {
@@ -162,10 +171,11 @@ func (p *prefetcher) drop(group int64) {
 	}
 }
 
-// stop ends the prefetcher and waits for it; the caller closes its connection.
-func (p *prefetcher) stop() {
+// stop ends the prefetcher, waits for it and closes its session.
+func (p *prefetcher) stop(ctx context.Context) {
 	p.cancel()
 	p.done.Wait()
+	p.conn.Close(ctx)
 }
 
 // prefetchStatement reads a table's rows at the given keys, heap pages included: selecting

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/pgleap/pgleap/internal/pg"
 	"github.com/pgleap/pgleap/internal/pgtest"
 	"github.com/pgleap/pgleap/internal/pgtest/datatest"
 )
@@ -76,8 +76,8 @@ func TestPrefetchRead(t *testing.T) {
 		INSERT INTO stock SELECT 'shop ' || g % 7, g, 1 FROM generate_series(1, 100000) g`)
 	datatest.Exec(t, target.ConnString(db), `VACUUM ANALYZE accounts, stock`) // every page all-visible
 	ctx := context.Background()
-	prefetchConn := prefetchSession(t, target.Conn(t, db))
-	p := &prefetcher{conn: prefetchConn}
+	p := prefetchSession(t, target.Conn(t, db))
+	prefetchConn := p.conn
 
 	tests := []struct {
 		name  string
@@ -128,8 +128,8 @@ func TestPrefetchRead(t *testing.T) {
 // prefetcher takes nothing more for the group, and a statement it runs is cancelled.
 func TestPrefetchDrop(t *testing.T) {
 	target := pgtest.Shared(t, pgtest.TargetMajor())
-	conn := prefetchSession(t, target.Conn(t, "postgres"))
-	p := &prefetcher{conn: conn, queue: make(chan prefetchRequest, prefetchQueue)}
+	p := prefetchSession(t, target.Conn(t, "postgres"))
+	conn := p.conn
 	if !p.takes(3) {
 		t.Fatal("a fresh prefetcher takes nothing")
 	}
@@ -181,20 +181,17 @@ func keysStatement(t *testing.T, rel *Relation, types map[string]string, keys []
 	return st
 }
 
-// prefetchSession opens a connection like the prefetch session's, to the database of conn.
-func prefetchSession(t *testing.T, conn *pgx.Conn) *pgx.Conn {
+// prefetchSession starts a prefetcher on the database of conn, with nothing offered to it:
+// the test runs its statements.
+func prefetchSession(t *testing.T, conn *pgx.Conn) *prefetcher {
 	t.Helper()
-	cfg := conn.Config().Copy()
-	for k, v := range PrefetchSettings {
-		cfg.RuntimeParams[k] = v
-	}
 	ctx := context.Background()
-	prefetchConn, err := pg.ConnectConfig(ctx, pg.Target, cfg)
+	p, err := startPrefetcher(ctx, conn.Config(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { prefetchConn.Close(ctx) })
-	return prefetchConn
+	t.Cleanup(func() { p.stop(ctx) })
+	return p
 }
 
 // explainBuffers runs a prefetch statement under EXPLAIN ANALYZE and returns the buffers

@@ -132,13 +132,12 @@ type session struct {
 	repl   *pgconn.PgConn // replication connection to the source
 	source *pgx.Conn      // catalog lookups on the source
 	target *pgx.Conn      // the apply session
-	// prefetch reads rows ahead of the apply session on a connection of its own (nil when
-	// that connection could not be made).
-	prefetch     *prefetcher
-	prefetchConn *pgx.Conn
-	applier      *applier
-	decoder      *Decoder
-	progressed   bool // applied something: the next reconnection need not wait long
+	// prefetch reads rows ahead of the apply session on a session of its own (nil when
+	// that session could not be opened).
+	prefetch   *prefetcher
+	applier    *applier
+	decoder    *Decoder
+	progressed bool // applied something: the next reconnection need not wait long
 	// orderedUntil: transactions committed up to here are applied one change at a time.
 	orderedUntil pglogrepl.LSN
 	// spill keeps streamed transactions until they end (sources of 14 and later).
@@ -293,18 +292,10 @@ func (s *session) connect(ctx context.Context) error {
 	if s.target, err = pg.ConnectConfig(ctx, pg.Target, targetCfg); err != nil {
 		return err
 	}
-	prefetchCfg := targetCfg.Copy()
-	for k, v := range PrefetchSettings {
-		prefetchCfg.RuntimeParams[k] = v
+	if s.prefetch, err = startPrefetcher(ctx, targetCfg, s.opts.Logger); err != nil && ctx.Err() == nil {
+		s.opts.Logger.Warn("no second target session to read rows ahead of the apply: the apply goes on without; "+
+			"if the target refused for lack of connections, raising max_connections (or the role's limit) by one lets pgleap read ahead", "reason", err.Error())
 	}
-	if s.prefetchConn, err = pgx.ConnectConfig(ctx, prefetchCfg); err != nil {
-		if ctx.Err() == nil {
-			s.opts.Logger.Warn("no second target session to read rows ahead of the apply: the apply goes on without; "+
-				"if the target refused for lack of connections, raising max_connections (or the role's limit) by one lets pgleap read ahead", "reason", err.Error())
-		}
-		return nil
-	}
-	s.prefetch = startPrefetcher(ctx, s.prefetchConn, s.opts.Logger)
 	return nil
 }
 
@@ -319,13 +310,10 @@ func (s *session) close() {
 		s.applier.rollback(ctx)
 	}
 	if s.prefetch != nil {
-		s.prefetch.stop()
+		s.prefetch.stop(ctx)
 		if s.applier != nil {
 			s.applier.Stats.Prefetched += s.prefetch.rows.Load()
 		}
-	}
-	if s.prefetchConn != nil {
-		s.prefetchConn.Close(ctx)
 	}
 	if s.repl != nil {
 		s.repl.Close(ctx)
