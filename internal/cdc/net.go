@@ -232,7 +232,7 @@ func (t *netTable) statements(types map[string]string) (netStatements, error) {
 	if err != nil {
 		return out, err
 	}
-	match := func() string { return keyMatch(rel, types, keyCols) }
+	match := keyMatch(rel, types, keyCols)
 
 	var deletes []*netRow
 	updates := map[string][]*netRow{} // by the set of columns they write
@@ -264,30 +264,14 @@ func (t *netTable) statements(types map[string]string) (netStatements, error) {
 	}
 
 	if len(deletes) > 0 {
-		params := make([][]byte, len(keyCols))
-		var aliases, arrays []string
-		for j, col := range keyCols {
-			aliases = append(aliases, "k"+strconv.Itoa(j))
-			arrays = append(arrays, fmt.Sprintf("$%d::text[]", j+1))
-			params[j] = textArray(deletes, func(r *netRow) Value { return r.key[col] })
-		}
-		sql := fmt.Sprintf("DELETE FROM %s t USING unnest(%s) AS v(%s) WHERE %s", name, strings.Join(arrays, ", "), strings.Join(aliases, ", "), match())
+		params, aliases, arrays := keyArrays(deletes, keyCols)
+		sql := fmt.Sprintf("DELETE FROM %s t USING unnest(%s) AS v(%s) WHERE %s", name, strings.Join(arrays, ", "), strings.Join(aliases, ", "), match)
 		out.deletes = append(out.deletes, statement{sql: sql, params: params, rows: int64(len(deletes))})
 	}
 	for _, sig := range updateOrder {
 		rows := updates[sig]
-		var params [][]byte
-		var aliases, arrays, sets []string
-		for j, col := range keyCols {
-			aliases = append(aliases, "k"+strconv.Itoa(j))
-			params = append(params, textArray(rows, func(r *netRow) Value {
-				if r.key != nil {
-					return r.key[col]
-				}
-				return r.values[col]
-			}))
-			arrays = append(arrays, fmt.Sprintf("$%d::text[]", len(params)))
-		}
+		params, aliases, arrays := keyArrays(rows, keyCols)
+		var sets []string
 		for col, written := range []byte(sig) {
 			// A key column is matched, not written: a row whose key changed is never
 			// collapsed (collapse), so the new value is the one matched.
@@ -302,12 +286,12 @@ func (t *netTable) statements(types map[string]string) (netStatements, error) {
 		}
 		if len(sets) == 0 {
 			// Only unsent TOAST values: nothing to write, but every row must exist.
-			sql := fmt.Sprintf("SELECT FROM %s t, unnest(%s) AS v(%s) WHERE %s", name, strings.Join(arrays, ", "), strings.Join(aliases, ", "), match())
+			sql := fmt.Sprintf("SELECT FROM %s t, unnest(%s) AS v(%s) WHERE %s", name, strings.Join(arrays, ", "), strings.Join(aliases, ", "), match)
 			out.updates = append(out.updates, statement{sql: sql, params: params, rows: int64(len(rows))})
 			continue
 		}
 		sql := fmt.Sprintf("UPDATE %s t SET %s FROM unnest(%s) AS v(%s) WHERE %s",
-			name, strings.Join(sets, ", "), strings.Join(arrays, ", "), strings.Join(aliases, ", "), match())
+			name, strings.Join(sets, ", "), strings.Join(arrays, ", "), strings.Join(aliases, ", "), match)
 		out.updates = append(out.updates, statement{sql: sql, params: params, rows: int64(len(rows))})
 	}
 	if inserts.rows > 0 {
@@ -335,6 +319,22 @@ func keyColumns(rel *Relation, types map[string]string) ([]int, error) {
 		}
 	}
 	return keyCols, nil
+}
+
+// keyArrays are the rows' keys as text[] parameters $1, $2, ..., one per key column, with
+// their aliases (k0, k1, ...) and casts for unnest.
+func keyArrays(rows []*netRow, keyCols []int) (params [][]byte, aliases, arrays []string) {
+	for j, col := range keyCols {
+		aliases = append(aliases, "k"+strconv.Itoa(j))
+		arrays = append(arrays, fmt.Sprintf("$%d::text[]", j+1))
+		params = append(params, textArray(rows, func(r *netRow) Value {
+			if r.key != nil {
+				return r.key[col]
+			}
+			return r.values[col]
+		}))
+	}
+	return params, aliases, arrays
 }
 
 // keyMatch joins the table (t) to the unnested arrays of keys (v, one alias k0, k1, ... per

@@ -187,22 +187,15 @@ func prefetchStatement(rel *Relation, types map[string]string, rows []*netRow) (
 	if err != nil {
 		return statement{}, err
 	}
+	params, aliases, arrays := keyArrays(rows, keyCols)
+	var sql string
 	if len(keyCols) == 1 {
 		col := keyCols[0]
-		sql := fmt.Sprintf("SELECT count(t.ctid) FROM %s t WHERE t.%s = ANY (ARRAY(SELECT %s FROM unnest($1::text[]) AS v(k0)))",
-			rel.QualifiedName(), pg.QuoteIdent(rel.Columns[col].Name), castAlias(rel, types, "k0", col))
-		params := [][]byte{textArray(rows, func(r *netRow) Value { return r.key[col] })}
-		return statement{sql: sql, params: params, rows: int64(len(rows))}, nil
+		sql = fmt.Sprintf("SELECT count(t.ctid) FROM %s t WHERE t.%s = ANY (ARRAY(SELECT %s FROM unnest(%s) AS v(%s)))",
+			rel.QualifiedName(), pg.QuoteIdent(rel.Columns[col].Name), castAlias(rel, types, aliases[0], col), arrays[0], aliases[0])
+	} else {
+		sql = fmt.Sprintf("SELECT count(t.ctid) FROM %s t, unnest(%s) AS v(%s) WHERE %s",
+			rel.QualifiedName(), strings.Join(arrays, ", "), strings.Join(aliases, ", "), keyMatch(rel, types, keyCols))
 	}
-	params := make([][]byte, len(keyCols))
-	aliases := make([]string, len(keyCols))
-	arrays := make([]string, len(keyCols))
-	for j, col := range keyCols {
-		aliases[j] = "k" + strconv.Itoa(j)
-		arrays[j] = fmt.Sprintf("$%d::text[]", j+1)
-		params[j] = textArray(rows, func(r *netRow) Value { return r.key[col] })
-	}
-	sql := fmt.Sprintf("SELECT count(t.ctid) FROM %s t, unnest(%s) AS v(%s) WHERE %s",
-		rel.QualifiedName(), strings.Join(arrays, ", "), strings.Join(aliases, ", "), keyMatch(rel, types, keyCols))
 	return statement{sql: sql, params: params, rows: int64(len(rows))}, nil
 }
