@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -147,6 +148,12 @@ type session struct {
 	lost       bool      // a connection broke
 	streaming  bool      // the replication connection streams (loop has begun)
 	nextStatus time.Time // when the source is next told where the target stands
+	// replMu is held by whoever uses repl: the loop while it receives, and sendStatus. Then
+	// answerWhileBusy can tell the source where the stream stands while the loop waits for
+	// the target. It also guards the last status sent.
+	replMu        sync.Mutex
+	lastStatus    time.Time
+	lastStatusPos pglogrepl.LSN
 	// hold is where a verification asked the apply to stop (see hold.go).
 	hold         pendingHold
 	nextHoldPoll time.Time
@@ -338,6 +345,14 @@ func (s *session) loop(ctx context.Context) error {
 	defer stopWatching()
 	defer s.repl.Conn().SetReadDeadline(time.Time{})
 	gather := newGathering(s.repl.Conn())
+	s.lastStatus, s.lastStatusPos = time.Now(), s.applier.applied
+	stopAnswering := make(chan struct{})
+	var answering sync.WaitGroup
+	answering.Go(func() { s.answerWhileBusy(ctx, stopAnswering) })
+	defer func() {
+		close(stopAnswering)
+		answering.Wait()
+	}()
 	var readDeadline time.Time
 	now := time.Now()
 	if err := s.pollHold(ctx, now); err != nil {
@@ -367,13 +382,16 @@ func (s *session) loop(ctx context.Context) error {
 		if !now.Before(deadline) {
 			deadline = now.Add(time.Millisecond)
 		}
+		s.replMu.Lock()
 		if !deadline.Equal(readDeadline) && ctx.Err() == nil {
 			if err := s.repl.Conn().SetReadDeadline(deadline); err != nil {
+				s.replMu.Unlock()
 				return fmt.Errorf("receive from the source: %w", err)
 			}
 			readDeadline = deadline
 		}
 		raw, err := s.repl.ReceiveMessage(context.Background())
+		s.replMu.Unlock()
 		now = time.Now()
 		s.applier.now = now
 		if err != nil && ctx.Err() != nil {
@@ -651,14 +669,48 @@ func (s *session) persistIdle(ctx context.Context) error {
 // sendStatus tells the source what the target has durably applied; replyRequested asks
 // for a keepalive back, which is how an idle stream learns it may move on.
 func (s *session) sendStatus(ctx context.Context, replyRequested bool) error {
-	pos := s.applier.applied
+	s.replMu.Lock()
+	defer s.replMu.Unlock()
+	return s.sendStatusLocked(ctx, s.applier.applied, replyRequested)
+}
+
+func (s *session) sendStatusLocked(ctx context.Context, pos pglogrepl.LSN, replyRequested bool) error {
 	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: pos, WALFlushPosition: pos, WALApplyPosition: pos, ReplyRequested: replyRequested,
 	})
 	if err != nil {
 		return fmt.Errorf("send the applied position to the source: %w", err)
 	}
+	s.lastStatus, s.lastStatusPos = time.Now(), pos
 	return nil
+}
+
+// answerWhileBusy tells the source again the position last sent whenever the loop has sent
+// nothing for two status intervals, until stop. The loop then waits for the target: a
+// lock another session holds there, a long statement, a schema change rewriting a table.
+// A walsender that hears nothing for wal_sender_timeout (60 s by default) ends the stream,
+// which would have to start again from the last recorded position, its WAL decoded again.
+func (s *session) answerWhileBusy(ctx context.Context, stop <-chan struct{}) {
+	ticker := time.NewTicker(s.opts.StatusInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ticker.C:
+		}
+		s.replMu.Lock()
+		var err error
+		if time.Since(s.lastStatus) >= 2*s.opts.StatusInterval {
+			err = s.sendStatusLocked(ctx, s.lastStatusPos, false)
+		}
+		s.replMu.Unlock()
+		if err != nil {
+			// The loop meets the broken connection at its next receive.
+			s.opts.Logger.Debug("could not tell the source where the stream stands while the target is busy", "err", err)
+			return
+		}
+	}
 }
 
 // sourceTypes are the declared types of a relation's columns on the source, as

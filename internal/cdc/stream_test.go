@@ -636,3 +636,48 @@ func TestReceiveMessages(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamAnswersSourceWhileTargetWaits: while the target keeps the apply waiting (a lock
+// held on a table it writes) for several times the source's wal_sender_timeout, the stream
+// still tells the source where it stands, so the walsender never gives up on it; once the
+// lock goes, the changes held up are applied.
+func TestStreamAnswersSourceWhileTargetWaits(t *testing.T) {
+	source, target := pgtest.Shared(t, pgtest.SourceMajor()), pgtest.Shared(t, pgtest.TargetMajor())
+	sourceConn, targetConn := followedPair(t, source, target, `CREATE TABLE items (id int PRIMARY KEY, v int);
+		INSERT INTO items SELECT g, 0 FROM generate_series(1, 100) g`)
+	// The walsender of this stream gives up after 1 s without a word from it.
+	streamSource := sourceConn + " wal_sender_timeout=1s"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := startStream(t, ctx, streamSource, targetConn)
+	datatest.Exec(t, sourceConn, "UPDATE items SET v = 1 WHERE id = 1")
+	waitCaughtUp(t, sourceConn, targetConn, done)
+
+	holder, err := datatest.Connect(t, targetConn).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(context.Background())
+	if _, err := holder.Exec(ctx, "SET TRANSACTION READ WRITE; LOCK TABLE items IN SHARE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	// Changes keep coming while the first group waits for the lock: the next groups wait
+	// for it in turn.
+	for i := range 40 {
+		datatest.Exec(t, sourceConn, fmt.Sprintf("UPDATE items SET v = v + 1 WHERE id = %d", i%100+1))
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitCaughtUp(t, sourceConn, targetConn, done)
+	cancel()
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.Reconnects > 0 {
+		t.Errorf("the stream reconnected %d times while the target waited: the source gave up on it", r.Reconnects)
+	}
+	datatest.RequireSameRows(t, sourceConn, targetConn, 1)
+}
