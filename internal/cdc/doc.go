@@ -34,6 +34,8 @@
 // A change that finds no row to update or delete, or a relation whose columns differ from
 // the target's table, stops the apply with an error naming the table; the transaction is
 // rolled back and the next run starts again from the recorded position. A lost connection
-// to either side is retried with backoff. Cancelling ctx stops the stream after rolling
+// to either side is retried with backoff. While the target keeps the apply waiting (a lock
+// another session holds, a long statement), the source is still told where the stream
+// stands, so that its walsender does not end the stream for silence. Cancelling ctx stops the stream after rolling
 // back the open target transaction.
 package cdc
