@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -152,8 +153,9 @@ type session struct {
 	// answerWhileBusy can tell the source where the stream stands while the loop waits for
 	// the target. It also guards the last status sent.
 	replMu        sync.Mutex
-	lastStatus    time.Time
+	lastStatus    time.Time // by the loop or answerWhileBusy
 	lastStatusPos pglogrepl.LSN
+	loopStatus    time.Time // by the loop: it has not waited for the target since
 	// hold is where a verification asked the apply to stop (see hold.go).
 	hold         pendingHold
 	nextHoldPoll time.Time
@@ -346,9 +348,11 @@ func (s *session) loop(ctx context.Context) error {
 	defer s.repl.Conn().SetReadDeadline(time.Time{})
 	gather := newGathering(s.repl.Conn())
 	s.lastStatus, s.lastStatusPos = time.Now(), s.applier.applied
+	s.loopStatus = s.lastStatus
 	stopAnswering := make(chan struct{})
 	var answering sync.WaitGroup
-	answering.Go(func() { s.answerWhileBusy(ctx, stopAnswering) })
+	applyPID := s.target.PgConn().PID()
+	answering.Go(func() { s.answerWhileBusy(ctx, stopAnswering, applyPID) })
 	defer func() {
 		close(stopAnswering)
 		answering.Wait()
@@ -671,7 +675,11 @@ func (s *session) persistIdle(ctx context.Context) error {
 func (s *session) sendStatus(ctx context.Context, replyRequested bool) error {
 	s.replMu.Lock()
 	defer s.replMu.Unlock()
-	return s.sendStatusLocked(ctx, s.applier.applied, replyRequested)
+	if err := s.sendStatusLocked(ctx, s.applier.applied, replyRequested); err != nil {
+		return err
+	}
+	s.loopStatus = s.lastStatus
+	return nil
 }
 
 func (s *session) sendStatusLocked(ctx context.Context, pos pglogrepl.LSN, replyRequested bool) error {
@@ -690,9 +698,12 @@ func (s *session) sendStatusLocked(ctx context.Context, pos pglogrepl.LSN, reply
 // lock another session holds there, a long statement, a schema change rewriting a table.
 // A walsender that hears nothing for wal_sender_timeout (60 s by default) ends the stream,
 // which would have to start again from the last recorded position, its WAL decoded again.
-func (s *session) answerWhileBusy(ctx context.Context, stop <-chan struct{}) {
+// A wait of waitWarning status intervals is said once, with what holds up the apply
+// session (applyPID) on the target.
+func (s *session) answerWhileBusy(ctx context.Context, stop <-chan struct{}, applyPID uint32) {
 	ticker := time.NewTicker(s.opts.StatusInterval)
 	defer ticker.Stop()
+	warned := false
 	for {
 		select {
 		case <-stop:
@@ -704,13 +715,49 @@ func (s *session) answerWhileBusy(ctx context.Context, stop <-chan struct{}) {
 		if time.Since(s.lastStatus) >= 2*s.opts.StatusInterval {
 			err = s.sendStatusLocked(ctx, s.lastStatusPos, false)
 		}
+		waited := time.Since(s.loopStatus)
 		s.replMu.Unlock()
 		if err != nil {
 			// The loop meets the broken connection at its next receive.
 			s.opts.Logger.Debug("could not tell the source where the stream stands while the target is busy", "err", err)
 			return
 		}
+		switch {
+		case waited < waitWarning*s.opts.StatusInterval:
+			warned = false
+		case !warned:
+			warned = true
+			s.opts.Logger.Warn("the apply is waiting for the target; it goes on once the target lets it",
+				"waited", waited.Round(time.Second), "held up by", s.targetBlockers(ctx, applyPID))
+		}
 	}
+}
+
+// waitWarning is how many status intervals the apply may wait for the target before it is
+// said (20 s by default).
+const waitWarning = 20
+
+// targetBlockers says which sessions of the target block the apply session, for a
+// warning; it reads them on a connection of its own, the apply session's being busy.
+func (s *session) targetBlockers(ctx context.Context, applyPID uint32) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := pg.Connect(ctx, pg.Target, s.opts.Target)
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	defer conn.Close(ctx)
+	var blockers []string
+	err = conn.QueryRow(ctx, `SELECT coalesce(array_agg(format('pid %s (%s, %s for %s: %s)', pid, usename, state,
+			date_trunc('second', now() - coalesce(xact_start, query_start)), left(query, 200)) ORDER BY pid), '{}')
+		FROM pg_catalog.pg_stat_activity WHERE pid = ANY (pg_catalog.pg_blocking_pids($1))`, int32(applyPID)).Scan(&blockers)
+	switch {
+	case err != nil:
+		return "unknown (" + err.Error() + ")"
+	case len(blockers) == 0:
+		return "no other session: a long statement or commit of its own"
+	}
+	return strings.Join(blockers, "; ")
 }
 
 // sourceTypes are the declared types of a relation's columns on the source, as

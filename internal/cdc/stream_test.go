@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
@@ -639,8 +640,8 @@ func TestReceiveMessages(t *testing.T) {
 
 // TestStreamAnswersSourceWhileTargetWaits: while the target keeps the apply waiting (a lock
 // held on a table it writes) for several times the source's wal_sender_timeout, the stream
-// still tells the source where it stands, so the walsender never gives up on it; once the
-// lock goes, the changes held up are applied.
+// still tells the source where it stands, so the walsender never gives up on it, and says
+// which session holds it up; once the lock goes, the changes held up are applied.
 func TestStreamAnswersSourceWhileTargetWaits(t *testing.T) {
 	source, target := pgtest.Shared(t, pgtest.SourceMajor()), pgtest.Shared(t, pgtest.TargetMajor())
 	sourceConn, targetConn := followedPair(t, source, target, `CREATE TABLE items (id int PRIMARY KEY, v int);
@@ -649,7 +650,13 @@ func TestStreamAnswersSourceWhileTargetWaits(t *testing.T) {
 	streamSource := sourceConn + " wal_sender_timeout=1s"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := startStream(t, ctx, streamSource, targetConn)
+	var logged pgtest.LockedBuffer
+	done := make(chan streamResult, 1)
+	go func() {
+		stats, err := Stream(ctx, Options{Source: streamSource, Target: targetConn, StatusInterval: 100 * time.Millisecond, MaxRetryDelay: time.Second,
+			Logger: slog.New(slog.NewTextHandler(io.MultiWriter(testLog{t}, &logged), nil))})
+		done <- streamResult{stats, err}
+	}()
 	datatest.Exec(t, sourceConn, "UPDATE items SET v = 1 WHERE id = 1")
 	waitCaughtUp(t, sourceConn, targetConn, done)
 
@@ -678,6 +685,10 @@ func TestStreamAnswersSourceWhileTargetWaits(t *testing.T) {
 	}
 	if r.Reconnects > 0 {
 		t.Errorf("the stream reconnected %d times while the target waited: the source gave up on it", r.Reconnects)
+	}
+	// The wait (40 status intervals) is said, with the session that held it up.
+	if warning := logged.String(); !strings.Contains(warning, "the apply is waiting for the target") || !strings.Contains(warning, "LOCK TABLE items IN SHARE MODE") {
+		t.Errorf("the wait was not said with what held it up; the log:\n%s", warning)
 	}
 	datatest.RequireSameRows(t, sourceConn, targetConn, 1)
 }
