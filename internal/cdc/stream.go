@@ -748,13 +748,18 @@ func (s *session) targetBlockers(ctx context.Context, applyPID uint32) string {
 	}
 	defer conn.Close(ctx)
 	var blockers []string
-	err = conn.QueryRow(ctx, `SELECT coalesce(array_agg(format('pid %s (%s, %s for %s: %s)', pid, usename, state,
-			date_trunc('second', now() - coalesce(xact_start, query_start)), left(query, 200)) ORDER BY pid), '{}')
-		FROM pg_catalog.pg_stat_activity WHERE pid = ANY (pg_catalog.pg_blocking_pids($1))`, int32(applyPID)).Scan(&blockers)
-	switch {
-	case err != nil:
+	var prepared bool // a prepared transaction's locks show as process 0
+	err = conn.QueryRow(ctx, `SELECT coalesce((SELECT array_agg(format('pid %s (%s, %s for %s: %s)', pid, usename, state,
+				date_trunc('second', now() - coalesce(xact_start, query_start)), left(query, 200)) ORDER BY pid)
+			FROM pg_catalog.pg_stat_activity WHERE pid = ANY (b.pids)), '{}'), 0 = ANY (b.pids)
+		FROM (SELECT pg_catalog.pg_blocking_pids($1) AS pids) b`, int32(applyPID)).Scan(&blockers, &prepared)
+	if err != nil {
 		return "unknown (" + err.Error() + ")"
-	case len(blockers) == 0:
+	}
+	if prepared {
+		blockers = append(blockers, "a prepared transaction (pg_prepared_xacts: COMMIT PREPARED or ROLLBACK PREPARED ends it)")
+	}
+	if len(blockers) == 0 {
 		return "no other session: a long statement or commit of its own"
 	}
 	return strings.Join(blockers, "; ")

@@ -692,3 +692,51 @@ func TestStreamAnswersSourceWhileTargetWaits(t *testing.T) {
 	}
 	datatest.RequireSameRows(t, sourceConn, targetConn, 1)
 }
+
+// TestTargetBlockers: the warning of an apply kept waiting names what holds it up on the
+// target: a session holding a lock, a prepared transaction, or nothing but the apply's own
+// statement.
+func TestTargetBlockers(t *testing.T) {
+	target := pgtest.Start(t, pgtest.TargetMajor(), pgtest.Options{Settings: map[string]string{"max_prepared_transactions": "2"}})
+	db := target.CreateDatabase(t)
+	targetConn := target.ConnString(db)
+	datatest.Exec(t, targetConn, `CREATE TABLE held (id int PRIMARY KEY); CREATE TABLE prepared (id int PRIMARY KEY)`)
+	ctx := context.Background()
+	holder := datatest.Connect(t, targetConn)
+	if _, err := holder.Exec(ctx, "BEGIN; LOCK TABLE held IN SHARE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Exec(ctx, "ROLLBACK")
+	datatest.Exec(t, targetConn, "BEGIN; LOCK TABLE prepared IN SHARE MODE; PREPARE TRANSACTION 'pgleap_test_blockers'")
+	defer datatest.Exec(t, targetConn, "ROLLBACK PREPARED 'pgleap_test_blockers'")
+
+	s := &session{opts: Options{Target: targetConn}}
+	tests := []struct{ name, waiting, want string }{
+		{"a session holds a lock", "INSERT INTO held VALUES (1)", "LOCK TABLE held IN SHARE MODE"},
+		{"a prepared transaction holds a lock", "INSERT INTO prepared VALUES (1)", "a prepared transaction"},
+		{"nothing but its own statement", "SELECT pg_sleep(30)", "no other session"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			apply := datatest.Connect(t, targetConn)
+			applyPID := apply.PgConn().PID()
+			waitCtx, stopWaiting := context.WithCancel(ctx)
+			ended := make(chan struct{})
+			go func() {
+				defer close(ended)
+				apply.Exec(waitCtx, tt.waiting)
+			}()
+			defer func() { stopWaiting(); <-ended }()
+			// Wait for the statement to wait.
+			waiting := fmt.Sprintf("SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND state = 'active' AND query = '%s'", applyPID, tt.waiting)
+			for deadline := time.Now().Add(20 * time.Second); datatest.Scalar(t, targetConn, waiting) != "1"; time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s does not run", tt.waiting)
+				}
+			}
+			if got := s.targetBlockers(ctx, applyPID); !strings.Contains(got, tt.want) {
+				t.Errorf("held up by %q, want it to say %q", got, tt.want)
+			}
+		})
+	}
+}
