@@ -149,13 +149,13 @@ type session struct {
 	lost       bool      // a connection broke
 	streaming  bool      // the replication connection streams (loop has begun)
 	nextStatus time.Time // when the source is next told where the target stands
-	// replMu is held by whoever uses repl: the loop while it receives, and sendStatus. Then
-	// answerWhileBusy can tell the source where the stream stands while the loop waits for
-	// the target. It also guards the last status sent.
+	// replMu is held by whoever uses repl: the loop while it receives, sendStatus, and
+	// answerWhileBusy, which tells the source where the stream stands while the loop waits
+	// for the target. It guards loopStatus and loopStatusPos: when the loop last told the
+	// source, and what.
 	replMu        sync.Mutex
-	lastStatus    time.Time // by the loop or answerWhileBusy
-	lastStatusPos pglogrepl.LSN
-	loopStatus    time.Time // by the loop: it has not waited for the target since
+	loopStatus    time.Time
+	loopStatusPos pglogrepl.LSN
 	// hold is where a verification asked the apply to stop (see hold.go).
 	hold         pendingHold
 	nextHoldPoll time.Time
@@ -347,8 +347,7 @@ func (s *session) loop(ctx context.Context) error {
 	defer stopWatching()
 	defer s.repl.Conn().SetReadDeadline(time.Time{})
 	gather := newGathering(s.repl.Conn())
-	s.lastStatus, s.lastStatusPos = time.Now(), s.applier.applied
-	s.loopStatus = s.lastStatus
+	s.loopStatus, s.loopStatusPos = time.Now(), s.applier.applied
 	stopAnswering := make(chan struct{})
 	var answering sync.WaitGroup
 	applyPID := s.target.PgConn().PID()
@@ -675,26 +674,27 @@ func (s *session) persistIdle(ctx context.Context) error {
 func (s *session) sendStatus(ctx context.Context, replyRequested bool) error {
 	s.replMu.Lock()
 	defer s.replMu.Unlock()
-	if err := s.sendStatusLocked(ctx, s.applier.applied, replyRequested); err != nil {
+	pos := s.applier.applied
+	if err := s.writeStatus(ctx, pos, replyRequested); err != nil {
 		return err
 	}
-	s.loopStatus = s.lastStatus
+	s.loopStatus, s.loopStatusPos = time.Now(), pos
 	return nil
 }
 
-func (s *session) sendStatusLocked(ctx context.Context, pos pglogrepl.LSN, replyRequested bool) error {
+// writeStatus sends a status with pos; the caller holds replMu.
+func (s *session) writeStatus(ctx context.Context, pos pglogrepl.LSN, replyRequested bool) error {
 	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: pos, WALFlushPosition: pos, WALApplyPosition: pos, ReplyRequested: replyRequested,
 	})
 	if err != nil {
 		return fmt.Errorf("send the applied position to the source: %w", err)
 	}
-	s.lastStatus, s.lastStatusPos = time.Now(), pos
 	return nil
 }
 
-// answerWhileBusy tells the source again the position last sent whenever the loop has sent
-// nothing for two status intervals, until stop. The loop then waits for the target: a
+// answerWhileBusy tells the source again the position the loop last sent whenever the
+// source has heard nothing for two status intervals, until stop. The loop then waits for the target: a
 // lock another session holds there, a long statement, a schema change rewriting a table.
 // A walsender that hears nothing for wal_sender_timeout (60 s by default) ends the stream,
 // which would have to start again from the last recorded position, its WAL decoded again.
@@ -704,6 +704,7 @@ func (s *session) answerWhileBusy(ctx context.Context, stop <-chan struct{}, app
 	ticker := time.NewTicker(s.opts.StatusInterval)
 	defer ticker.Stop()
 	warned := false
+	var answered time.Time // when it last told the source itself
 	for {
 		select {
 		case <-stop:
@@ -712,8 +713,10 @@ func (s *session) answerWhileBusy(ctx context.Context, stop <-chan struct{}, app
 		}
 		s.replMu.Lock()
 		var err error
-		if time.Since(s.lastStatus) >= 2*s.opts.StatusInterval {
-			err = s.sendStatusLocked(ctx, s.lastStatusPos, false)
+		if min(time.Since(s.loopStatus), time.Since(answered)) >= 2*s.opts.StatusInterval {
+			if err = s.writeStatus(ctx, s.loopStatusPos, false); err == nil {
+				answered = time.Now()
+			}
 		}
 		waited := time.Since(s.loopStatus)
 		s.replMu.Unlock()
