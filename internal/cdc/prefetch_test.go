@@ -149,13 +149,7 @@ func TestPrefetchDrop(t *testing.T) {
 	p.reading.Store(true)
 	ended := make(chan error, 1)
 	go func() { _, err := conn.Exec(ctx, "SELECT pg_sleep(60)"); ended <- err }()
-	deadline := time.Now().Add(30 * time.Second)
-	for datatest.Scalar(t, target.ConnString("postgres"), "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'") != "1" {
-		if time.Now().After(deadline) {
-			t.Fatal("the statement to cancel does not run")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitRunning(t, target.ConnString("postgres"), "SELECT pg_sleep(60)")
 	p.drop(5)
 	select {
 	case err := <-ended:

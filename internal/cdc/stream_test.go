@@ -376,15 +376,29 @@ type streamResult struct {
 	err error
 }
 
-func startStream(t *testing.T, ctx context.Context, sourceConn, targetConn string) <-chan streamResult {
+// startStream streams in the background until ctx ends; its log goes to the test's output
+// and to alsoLog, if given.
+func startStream(t *testing.T, ctx context.Context, sourceConn, targetConn string, alsoLog ...io.Writer) <-chan streamResult {
 	t.Helper()
+	logTo := io.MultiWriter(append([]io.Writer{testLog{t}}, alsoLog...)...)
 	done := make(chan streamResult, 1)
 	go func() {
 		stats, err := Stream(ctx, Options{Source: sourceConn, Target: targetConn, StatusInterval: 100 * time.Millisecond, MaxRetryDelay: time.Second,
-			Logger: slog.New(slog.NewTextHandler(testLog{t}, nil))})
+			Logger: slog.New(slog.NewTextHandler(logTo, nil))})
 		done <- streamResult{stats, err}
 	}()
 	return done
+}
+
+// waitRunning waits until a statement runs on the server of connString.
+func waitRunning(t *testing.T, connString, statement string) {
+	t.Helper()
+	running := fmt.Sprintf("SELECT count(*) FROM pg_stat_activity WHERE query = %s AND state = 'active'", pg.QuoteLiteral(statement))
+	for deadline := time.Now().Add(30 * time.Second); datatest.Scalar(t, connString, running) == "0"; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not run", statement)
+		}
+	}
 }
 
 // countRows runs a query and counts the rows it returns.
@@ -651,12 +665,7 @@ func TestStreamAnswersSourceWhileTargetWaits(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var logged pgtest.LockedBuffer
-	done := make(chan streamResult, 1)
-	go func() {
-		stats, err := Stream(ctx, Options{Source: streamSource, Target: targetConn, StatusInterval: 100 * time.Millisecond, MaxRetryDelay: time.Second,
-			Logger: slog.New(slog.NewTextHandler(io.MultiWriter(testLog{t}, &logged), nil))})
-		done <- streamResult{stats, err}
-	}()
+	done := startStream(t, ctx, streamSource, targetConn, &logged)
 	datatest.Exec(t, sourceConn, "UPDATE items SET v = 1 WHERE id = 1")
 	waitCaughtUp(t, sourceConn, targetConn, done)
 
@@ -727,13 +736,7 @@ func TestTargetBlockers(t *testing.T) {
 				apply.Exec(waitCtx, tt.waiting)
 			}()
 			defer func() { stopWaiting(); <-ended }()
-			// Wait for the statement to wait.
-			waiting := fmt.Sprintf("SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND state = 'active' AND query = '%s'", applyPID, tt.waiting)
-			for deadline := time.Now().Add(20 * time.Second); datatest.Scalar(t, targetConn, waiting) != "1"; time.Sleep(20 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatalf("%s does not run", tt.waiting)
-				}
-			}
+			waitRunning(t, targetConn, tt.waiting)
 			if got := s.targetBlockers(ctx, applyPID); !strings.Contains(got, tt.want) {
 				t.Errorf("held up by %q, want it to say %q", got, tt.want)
 			}
